@@ -1,0 +1,468 @@
+"""Command line: each subcommand parses its flags, calls the library, prints, returns an
+exit code. No logic of its own beyond presentation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__, idwise
+from gateway.config.load import check_config, load_config, resolve_config_path
+from gateway.config.model import Config
+from gateway.config.units import parse_duration
+from gateway.errors import ConfigError, PayloadError, StoreError
+from gateway.events import parse_event
+from gateway.rules import explain_rules, match_rules
+from gateway.secret import redact
+from gateway.store import Store
+
+
+def _print(text: str = "") -> None:
+    print(redact(text))
+
+
+def _print_json(value: Any) -> None:
+    print(redact(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+
+
+def _time(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`2h` (ago) or an ISO-8601 time."""
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a duration (2h) nor an ISO time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    if not rows:
+        _print("(none)")
+        return
+    cells = [
+        [str(row.get(key, "") if row.get(key) is not None else "-") for key, _ in columns]
+        for row in rows
+    ]
+    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
+    _print("  ".join(title.ljust(widths[i]) for i, (_, title) in enumerate(columns)).rstrip())
+    for c in cells:
+        _print("  ".join(value.ljust(widths[i]) for i, value in enumerate(c)).rstrip())
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    path = resolve_config_path(args.config)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(redact(str(problem)), file=sys.stderr)
+        return None
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.app import serve
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - optional on non-Linux platforms
+        pass
+    return asyncio.run(
+        serve(resolve_config_path(args.config), watch=args.watch, log_format=args.log_format)
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    config, problems = check_config(path)
+    for problem in sorted(problems, key=lambda p: (p.file, p.line)):
+        _print(str(problem))
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    if errors or config is None:
+        _print(f"{path}: invalid: {len(errors)} error(s), {len(warnings)} warning(s)")
+        return 1
+    _print(
+        f"{path}: OK: {len(config.rules)} rule(s) from {len(config.files)} file(s), "
+        f"{len(config.destinations)} destination(s), {len(warnings)} warning(s)"
+    )
+    return 1 if args.strict and warnings else 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    raw = sys.stdin.buffer.read() if args.payload == "-" else Path(args.payload).read_bytes()
+    try:
+        event = parse_event(raw)
+    except PayloadError as exc:
+        print(f"payload rejected ({exc.reason}): {exc}", file=sys.stderr)
+        return 1
+    routing = explain_rules(config.rules, config.unmatched, event.type, event.document)
+    assert (
+        tuple(
+            d for d, _ in match_rules(config.rules, config.unmatched, event.type, event.document)[0]
+        )
+        == routing.destinations
+    )
+    rendered: dict[str, Any] = {}
+    for name in routing.destinations:
+        destination = config.destinations[name]
+        try:
+            rendered[name] = {
+                "type": destination.type,
+                "chosen_by": routing.chosen_by[name],
+                **destination.preview(event),
+            }
+        except Exception as exc:
+            rendered[name] = {"type": destination.type, "error": f"rendering failed: {exc}"}
+    if args.json:
+        _print_json(
+            {
+                "event": event.type,
+                "eventId": event.dedupe_key,
+                "journey": event.journey_key,
+                "rules": [
+                    {
+                        "name": o.rule.name,
+                        "matched": o.matched,
+                        "reason": o.reason,
+                        "evaluated": o.evaluated,
+                        "file": o.rule.file,
+                        "line": o.rule.line,
+                        "stop": o.rule.stop,
+                    }
+                    for o in routing.outcomes
+                ],
+                "destinations": list(routing.destinations),
+                "rendered": rendered,
+            }
+        )
+    else:
+        _print(
+            f"event: {event.type}  eventId: {event.dedupe_key}  journey: {event.journey_key or '-'}"
+        )
+        _print("rules:")
+        for o in routing.outcomes:
+            mark = "MATCH" if o.matched else "  -  "
+            stop = " [stop]" if o.rule.stop and o.matched else ""
+            _print(f"  {mark} {o.rule.name}{stop}  ({o.rule.file}:{o.rule.line})")
+            _print(f"        {o.reason}")
+        if not any(o.matched for o in routing.outcomes):
+            _print(f"  no rule matched; unmatched -> {', '.join(config.unmatched) or '(nothing)'}")
+        _print(f"destinations: {', '.join(routing.destinations) or '(none)'}")
+        for name, output in rendered.items():
+            _print(f"\n--- {name} ({output['type']}, chosen by {output.get('chosen_by', '?')})")
+            _print(
+                json.dumps(
+                    {k: v for k, v in output.items() if k not in ("type", "chosen_by")},
+                    indent=2,
+                    ensure_ascii=False,
+                )
+            )
+    if args.expect is not None:
+        expected = {name.strip() for name in args.expect.split(",") if name.strip()}
+        if expected != set(routing.destinations):
+            print(
+                f"expected destinations {sorted(expected)}, got {sorted(routing.destinations)}",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if not args.event:
+        for event_type in idwise.EVENT_TYPES:
+            print(event_type)
+        return 0
+    found = idwise.find_event_type(args.event)
+    if found is None:
+        print(
+            f"unknown event type '{args.event}'; one of: {', '.join(idwise.EVENT_TYPES)}",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.write(idwise.sample_bytes(found).decode())
+    return 0
+
+
+async def _with_store(config: Config, action: Any) -> Any:
+    if not config.storage.path.exists():
+        raise StoreError(
+            "missing", f"no database at {config.storage.path} (has the gateway run yet?)"
+        )
+    store = Store(config.storage.path, config.storage.busy_timeout)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _store_command(args: argparse.Namespace, action: Any) -> tuple[int, Any]:
+    config = _load(args)
+    if config is None:
+        return 1, None
+    try:
+        return 0, asyncio.run(_with_store(config, lambda store: action(store, config)))
+    except StoreError as exc:
+        print(f"store error: {exc}", file=sys.stderr)
+        return 1, None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        code, row = _store_command(args, lambda store, _: store.get_event(args.id))
+        if code:
+            return code
+        if row is None:
+            print(f"no event {args.id}", file=sys.stderr)
+            return 1
+        _print_json(row)
+        return 0
+    since = parse_since(args.since) if args.since else None
+    event_type = (idwise.find_event_type(args.event) or args.event) if args.event else None
+    code, rows = _store_command(
+        args,
+        lambda store, _: store.list_events(
+            event_type=event_type, since=since, journey=args.journey, limit=args.limit
+        ),
+    )
+    if code:
+        return code
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        row["received"] = _time(row["received_at"])
+        row["rules"] = ",".join(row["rules"]) or "-"
+        row["deliveries"] = f"{row['deliveries']} ({row['pending']} pending)"
+    _table(
+        rows,
+        [
+            ("id", "ID"),
+            ("received", "RECEIVED (UTC)"),
+            ("event_type", "EVENT"),
+            ("dedupe_key", "EVENT ID"),
+            ("journey_key", "JOURNEY"),
+            ("rules", "RULES"),
+            ("deliveries", "DELIVERIES"),
+        ],
+    )
+    return 0
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        code, row = _store_command(args, lambda store, _: store.get_delivery(args.id))
+        if code:
+            return code
+        if row is None:
+            print(f"no delivery {args.id}", file=sys.stderr)
+            return 1
+        _print_json(row)
+        return 0
+    since = parse_since(args.since) if args.since else None
+    event_type = (idwise.find_event_type(args.event) or args.event) if args.event else None
+    code, rows = _store_command(
+        args,
+        lambda store, _: store.list_deliveries(
+            status=args.status,
+            destination=args.destination,
+            event_type=event_type,
+            journey=args.journey,
+            since=since,
+            limit=args.limit,
+        ),
+    )
+    if code:
+        return code
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        row["queued"] = _time(row["queued_at"])
+        row["next"] = _time(row["next_attempt_at"]) if row["status"] == "pending" else "-"
+    _table(
+        rows,
+        [
+            ("id", "ID"),
+            ("queued", "QUEUED (UTC)"),
+            ("event_type", "EVENT"),
+            ("destination", "DESTINATION"),
+            ("status", "STATUS"),
+            ("attempts", "ATTEMPTS"),
+            ("next", "NEXT ATTEMPT"),
+            ("reason", "REASON"),
+        ],
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since else None
+    if not (args.delivery or args.event or args.dead or since or args.reroute):
+        print(
+            "say what to replay: --delivery ID, --event ID, --dead [--destination D] or --since T",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run(store: Store, config: Config) -> str:
+        if args.reroute:
+            events = await store.events_for_reroute(event=args.event, since=since)
+            existing = await store.existing_routes([row for row, _ in events])
+            additions = []
+            for event_row, raw in events:
+                try:
+                    event = parse_event(raw)
+                except PayloadError:
+                    continue
+                routes, _ = match_rules(config.rules, config.unmatched, event.type, event.document)
+                for destination, rule in routes:
+                    if args.destination and destination != args.destination:
+                        continue
+                    if (event_row, destination) not in existing:
+                        additions.append((event_row, destination, rule, event.journey_key))
+            added = await store.add_routes(additions)
+            return f"rerouted {len(events)} event(s): {added} new delivery(ies) queued"
+        count = await store.replay(
+            delivery_id=args.delivery,
+            event=args.event,
+            dead=args.dead,
+            destination=args.destination,
+            since=since,
+        )
+        return f"re-queued {count} delivery(ies)"
+
+    code, message = _store_command(args, run)
+    if code == 0:
+        _print(message)
+    return code
+
+
+# -------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idwise-gateway", description="Gateway for IDWise webhooks."
+    )
+    parser.add_argument("--version", action="version", version=f"idwise-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "-c", "--config", help="config file (default $IDWISE_GATEWAY_CONFIG or ./config.yaml)"
+        )
+        return p
+
+    def listing(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="JSON array instead of a table")
+        p.add_argument(
+            "--limit", type=int, default=50, help="at most N rows, newest first (default 50)"
+        )
+        p.add_argument("--event", help="event type, e.g. 'Finished Journey'")
+        p.add_argument(
+            "--journey", help="journey key (journeyId / spotCheckJourneyId / referenceNo)"
+        )
+        p.add_argument("--since", help="duration ago (2h) or ISO time")
+        p.add_argument("--status", choices=["pending", "delivered", "dead"])
+        p.add_argument("--destination")
+
+    p = command("serve", "run the gateway")
+    p.add_argument("--watch", action="store_true", help="reload when config or rule files change")
+    p.add_argument(
+        "--log-format", choices=["json", "text"], help="log format (default from config: json)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = command("check", "validate config, rules and templates")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.set_defaults(func=cmd_check)
+
+    p = command("route", "dry run: which rules match a payload and what would be sent")
+    p.add_argument("payload", help="payload JSON file, or - for stdin")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--expect", help="comma-separated destinations; exit 1 unless exactly these are chosen"
+    )
+    p.set_defaults(func=cmd_route)
+
+    p = command("sample", "print a sample payload of an IDWise event type (no argument: list them)")
+    p.add_argument("event", nargs="?")
+    p.set_defaults(func=cmd_sample)
+
+    events = sub.add_parser("events", help="stored events")
+    events_sub = events.add_subparsers(dest="action", required=True)
+    p = events_sub.add_parser("list", help="list stored events")
+    p.add_argument("-c", "--config")
+    listing(p)
+    p.set_defaults(func=cmd_events)
+    p = events_sub.add_parser("show", help="one event with its payload and deliveries")
+    p.add_argument("-c", "--config")
+    p.add_argument("id", help="row id, eventId or dedupe key")
+    p.set_defaults(func=cmd_events)
+
+    deliveries = sub.add_parser("deliveries", help="deliveries and their attempts")
+    deliveries_sub = deliveries.add_subparsers(dest="action", required=True)
+    p = deliveries_sub.add_parser("list", help="list deliveries")
+    p.add_argument("-c", "--config")
+    listing(p)
+    p.set_defaults(func=cmd_deliveries)
+    p = deliveries_sub.add_parser("show", help="one delivery with its attempt history")
+    p.add_argument("-c", "--config")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_deliveries)
+
+    p = command("replay", "re-queue deliveries (a running gateway picks them up)")
+    p.add_argument("--delivery", type=int, help="one delivery id")
+    p.add_argument("--event", help="all deliveries of one event (row id, eventId or dedupe key)")
+    p.add_argument("--dead", action="store_true", help="dead deliveries")
+    p.add_argument("--destination", help="only to this destination")
+    p.add_argument("--since", help="queued since (2h, or ISO time)")
+    p.add_argument(
+        "--reroute",
+        action="store_true",
+        help="re-evaluate stored events against the current rules; queue only new destinations",
+    )
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"idwise-gateway: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,1 @@
+"""Configuration: the frozen model (`model`) and the loader that builds it (`load`)."""

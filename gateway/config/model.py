@@ -1,0 +1,96 @@
+"""The configuration model: frozen dataclasses built once by `config.load`. Pure.
+
+Nothing past the loader touches raw YAML; everything else reads these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.auth import AuthConfig
+from gateway.rules import Rule
+from gateway.secret import Secret
+
+if TYPE_CHECKING:
+    from gateway.destinations.base import Destination
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    path: str = "/webhooks/idwise"
+    max_body_bytes: int = 65536
+    shutdown_grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 9091
+    token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = Path("data/gateway.db")
+    retention: float = 30 * 86400.0
+    busy_timeout: float = 5.0
+    max_size: int | None = None  # bytes; the store answers 503 ("full") beyond it
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial: float = 5.0
+    max: float = 3600.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    max_attempts: int = 12
+    backoff: Backoff = field(default_factory=Backoff)
+    max_age: float = 86400.0
+    timeout: float = 15.0
+    concurrency: int = 4
+    rate_limit: tuple[float, float] | None = None  # (count, per seconds)
+    ordered: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: Path
+    server: ServerConfig
+    admin: AdminConfig
+    storage: StorageConfig
+    auth: AuthConfig
+    logging: LoggingConfig
+    delivery: DeliveryPolicy
+    destinations: Mapping[str, Destination]
+    rules: tuple[Rule, ...]
+    unmatched: tuple[str, ...]
+    files: tuple[Path, ...]  # every file read (config + rules files), for --watch
+    rules_patterns: tuple[str, ...]  # absolute rules_files globs, so --watch sees new files
+    digest: str  # sha256 over those files' content and the resolved environment values
+    warnings: tuple[str, ...] = ()
+
+    def restart_only_changes(self, new: Config) -> list[str]:
+        """Settings a reload cannot apply to a running process."""
+        changes = []
+        if (self.server.host, self.server.port) != (new.server.host, new.server.port):
+            changes.append("server.host/server.port")
+        if (self.admin.host, self.admin.port) != (new.admin.host, new.admin.port):
+            changes.append("admin.host/admin.port")
+        if self.storage.path != new.storage.path:
+            changes.append("storage.path")
+        return changes

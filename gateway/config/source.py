@@ -1,0 +1,91 @@
+"""YAML text -> plain data plus the line of every key path. Pure (the caller reads the file).
+
+PyYAML's composer keeps node positions; constructing from the node tree ourselves lets every
+later error name the exact line. Duplicate keys are errors, not silent overwrites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+@dataclass(slots=True)
+class Source:
+    """One parsed file: its data and where each key path sits."""
+
+    file: str
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), 1)
+
+
+class YamlProblem(ValueError):
+    def __init__(self, line: int, path: Path, message: str) -> None:
+        self.line = line
+        self.path = path
+        super().__init__(message)
+
+
+def parse_yaml(text: str, file: str) -> Source:
+    """Parse one YAML document. Raises YamlProblem with a line for syntax errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise YamlProblem(line, (), f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(1, (), f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    source = Source(file=file, data=None)
+    if node is None:
+        source.lines[()] = 1
+        source.data = {}
+        return source
+    source.data = _build(loader, node, (), source.lines)
+    return source
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves `<<: *anchor` merges
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in result:
+                raise YamlProblem(
+                    key_node.start_mark.line + 1, (*path, key), f"duplicate key '{key}'"
+                )
+            child = (*path, key)
+            result[key] = _build(loader, value_node, child, lines)
+            lines[child] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)

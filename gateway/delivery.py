@@ -1,0 +1,367 @@
+"""Delivery: the pure retry maths, and the engine that drains the outbox. The engine does I/O.
+
+The schedule lives in the database, never only in memory: a dispatcher asks the store for
+due deliveries per destination (respecting journey order), hands them to that destination's
+lane (its own workers, concurrency and rate limit, so a slow destination never delays the
+others), and each attempt's outcome is committed before the delivery can be picked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from gateway.config.model import Backoff, DeliveryPolicy
+from gateway.destinations.base import Destination, SendContext
+from gateway.errors import (
+    DeliveryError,
+    PayloadError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    StoreError,
+)
+from gateway.events import parse_event
+from gateway.store import AttemptRecord, DueDelivery, Store
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
+
+log = logging.getLogger("gateway.delivery")
+
+POLL_INTERVAL = 1.0  # picks up deliveries queued by another process (the CLI's replay)
+EXPIRE_INTERVAL = 30.0
+
+
+# --------------------------------------------------------------------------- pure maths
+def backoff_delay(
+    attempt: int, backoff: Backoff, rand: float, retry_after: float | None = None
+) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based).
+
+    Exponential from `initial` to `max`; Retry-After is a floor, itself capped at `max`;
+    jitter only adds (up to `jitter` x the delay), so a server's floor is always respected.
+    """
+    exponent = max(0, attempt - 1)
+    if backoff.multiplier > 1 and backoff.initial > 0:
+        ceiling = math.log(max(backoff.max / backoff.initial, 1.0)) / math.log(backoff.multiplier)
+        exponent = min(exponent, math.ceil(ceiling))
+    base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
+    if retry_after is not None and retry_after > 0:
+        base = max(base, min(retry_after, backoff.max))
+    return base * (1.0 + backoff.jitter * min(max(rand, 0.0), 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: str  # "retry" | "dead"
+    reason: str
+    next_attempt_at: float | None = None
+
+
+def decide(
+    policy: DeliveryPolicy,
+    attempt: int,
+    queued_at: float,
+    now: float,
+    error: DeliveryError,
+    rand: float,
+) -> Decision:
+    """What follows a failed attempt: another one later, or dead (and why)."""
+    if isinstance(error, PermanentDeliveryError):
+        return Decision("dead", error.reason)
+    if attempt >= policy.max_attempts:
+        return Decision("dead", f"max_attempts ({error.reason})")
+    next_at = now + backoff_delay(attempt, policy.backoff, rand, error.retry_after)
+    if next_at > queued_at + policy.max_age:
+        return Decision("dead", f"max_age ({error.reason})")
+    return Decision("retry", error.reason, next_at)
+
+
+class RateLimiter:
+    """Evenly spaced sends: `count` per `per` seconds."""
+
+    def __init__(self, rate: tuple[float, float] | None) -> None:
+        self.interval = rate[1] / rate[0] if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._next)
+        self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+# ------------------------------------------------------------------------------ engine
+@dataclass(slots=True)
+class Lane:
+    """One destination's queue and workers."""
+
+    destination: Destination
+    queue: asyncio.Queue[DueDelivery | None] = field(default_factory=asyncio.Queue)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None))
+    busy: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.destination.policy.concurrency * 8
+
+    @property
+    def load(self) -> int:
+        return self.queue.qsize() + self.busy
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        store: Store,
+        destinations: Callable[[], dict[str, Destination]],
+        default_policy: Callable[[], DeliveryPolicy],
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._destinations = destinations
+        self._default_policy = default_policy
+        self._session = session
+        self._metrics = metrics
+        self._clock = clock
+        self._rand = rand
+        self._lanes: dict[str, Lane] = {}
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._next_wake: float | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self, at: float | None = None) -> None:
+        """New work: now (after an accept), or at a moment (a scheduled retry)."""
+        if at is None:
+            self._wake.set()
+        elif self._next_wake is None or at < self._next_wake:
+            self._next_wake = at
+            self._wake.set()
+
+    def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="delivery-dispatcher")
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.busy for lane in self._lanes.values())
+
+    async def stop(self, grace: float) -> None:
+        """Stop dispatching; give attempts in progress `grace` seconds, then cancel them.
+        Whatever did not finish stays pending in the store and resumes on the next start."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        workers: list[asyncio.Task[None]] = []
+        for lane in self._lanes.values():
+            while not lane.queue.empty():
+                job = lane.queue.get_nowait()
+                if job is not None:
+                    self._inflight.discard(job.id)
+            for _ in lane.workers:
+                lane.queue.put_nowait(None)
+            workers += lane.workers
+        if workers:
+            _, still_running = await asyncio.wait(workers, timeout=grace)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+                log.warning(
+                    "shutdown grace over",
+                    extra={"fields": {"cancelled_attempts": len(still_running)}},
+                )
+
+    # ---- dispatch ----------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        last_expire = 0.0
+        while not self._stopping:
+            try:
+                now = self._clock()
+                if now - last_expire >= EXPIRE_INTERVAL:
+                    last_expire = now
+                    await self._expire(now)
+                await self._dispatch(now)
+            except StoreError as exc:
+                log.error("delivery dispatch failed", extra={"fields": {"reason": exc.reason}})
+            except Exception:
+                log.exception("delivery dispatcher error")
+            timeout = POLL_INTERVAL
+            if self._next_wake is not None:
+                timeout = min(timeout, max(0.0, self._next_wake - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _dispatch(self, now: float) -> None:
+        destinations = self._destinations()
+        self._sync_lanes(destinations)
+        if self._next_wake is not None and self._next_wake <= now:
+            self._next_wake = None
+        for name, lane in self._lanes.items():
+            if name not in destinations:
+                continue
+            free = lane.capacity - lane.load
+            if free <= 0:
+                continue
+            inflight_here = lane.load
+            rows = await self._store.due(
+                name, now, free + inflight_here, lane.destination.policy.ordered
+            )
+            for row in rows:
+                if row.id in self._inflight or free <= 0:
+                    continue
+                self._inflight.add(row.id)
+                lane.queue.put_nowait(row)
+                free -= 1
+        upcoming = await self._store.next_due()
+        if upcoming is not None and upcoming > now:
+            self.wake(at=upcoming)
+
+    def _sync_lanes(self, destinations: dict[str, Destination]) -> None:
+        for name, destination in destinations.items():
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = self._lanes[name] = Lane(destination)
+            if lane.destination is not destination:
+                lane.destination = destination
+            if lane.limiter.interval != RateLimiter(destination.policy.rate_limit).interval:
+                lane.limiter = RateLimiter(destination.policy.rate_limit)
+            lane.workers = [w for w in lane.workers if not w.done()]
+            wanted = destination.policy.concurrency
+            while len(lane.workers) < wanted:
+                lane.workers.append(asyncio.create_task(self._work(lane), name=f"deliver-{name}"))
+            for _ in range(len(lane.workers) - wanted):
+                lane.queue.put_nowait(None)  # a worker that takes this exits
+                lane.workers.pop()
+        # a destination removed by a reload: its lane stops; its deliveries stay pending
+        for name in list(self._lanes):
+            if name not in destinations:
+                lane = self._lanes.pop(name)
+                for _ in lane.workers:
+                    lane.queue.put_nowait(None)
+
+    async def _expire(self, now: float) -> None:
+        ages = {name: d.policy.max_age for name, d in self._destinations().items()}
+        expired = await self._store.expire(ages, self._default_policy().max_age, now)
+        if expired:
+            log.warning(
+                "deliveries expired", extra={"fields": {"count": expired, "reason": "max_age"}}
+            )
+
+    # ---- attempts ----------------------------------------------------------------------
+    async def _work(self, lane: Lane) -> None:
+        while True:
+            job = await lane.queue.get()
+            if job is None:
+                return
+            lane.busy += 1
+            try:
+                await lane.limiter.wait()
+                record = await self.attempt(lane.destination, job)
+                await self._store.record([record])
+                if record.outcome == "retry" and record.next_attempt_at is not None:
+                    self.wake(at=record.next_attempt_at)
+            except StoreError as exc:
+                log.error(
+                    "cannot record attempt",
+                    extra={"fields": {"delivery": job.id, "reason": exc.reason}},
+                )
+            finally:
+                lane.busy -= 1
+                self._inflight.discard(job.id)
+                self._wake.set()  # a finished delivery may release the next one of its journey
+
+    async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
+        """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""
+        number = job.attempts + 1
+        started = self._clock()
+        t0 = time.perf_counter()
+        event = None
+        try:
+            event = parse_event(job.raw)
+            sent = await destination.send(
+                event, SendContext(self._session, job.id, number, self._clock)
+            )
+            outcome, reason, next_at = "delivered", None, None
+            status, detail, output = sent.status, sent.detail, sent.output
+        except (DeliveryError, PayloadError) as exc:
+            error = (
+                exc
+                if isinstance(exc, DeliveryError)
+                else PermanentDeliveryError("unparsable", str(exc))
+            )
+            decision = decide(
+                destination.policy, number, job.queued_at, self._clock(), error, self._rand()
+            )
+            outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
+            status, detail, output = error.status, error.detail, error.output
+        except Exception as exc:  # a bug in a destination: retry rather than lose the event
+            log.exception(
+                "destination raised unexpectedly",
+                extra={"fields": {"destination": destination.name}},
+            )
+            error = RetryableDeliveryError("internal", type(exc).__name__)
+            decision = decide(
+                destination.policy, number, job.queued_at, self._clock(), error, self._rand()
+            )
+            outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
+            status, detail, output = None, error.detail, None
+        duration = time.perf_counter() - t0
+        fields = {
+            "msg_kind": "delivery",
+            "delivery": job.id,
+            "eventId": event.dedupe_key if event else None,
+            "event": event.type if event else None,
+            "journeyId": event.journey_key if event else None,
+            "rule": job.rule,
+            "destination": destination.name,
+            "attempt": number,
+            "outcome": outcome,
+            "reason": reason,
+            "status": status,
+            "duration": round(duration, 4),
+        }
+        if next_at is not None:
+            fields["next_attempt_in"] = round(next_at - self._clock(), 3)
+        log.log(
+            logging.WARNING if outcome == "dead" else logging.INFO,
+            "delivery attempt",
+            extra={"fields": fields},
+        )
+        if self._metrics is not None:
+            self._metrics.delivery(destination.name, outcome, duration)
+        return AttemptRecord(
+            delivery_id=job.id,
+            number=number,
+            started_at=started,
+            duration=duration,
+            outcome=outcome,
+            reason=reason,
+            status_code=status,
+            detail=detail,
+            output=output,
+            next_attempt_at=next_at,
+        )

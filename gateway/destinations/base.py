@@ -1,0 +1,187 @@
+"""The Destination protocol, shared classification of HTTP answers, and build helpers.
+
+Pure except `SendContext`, which carries the one shared aiohttp session into `send`.
+Every destination type is a module in this package that exposes `build(name, raw, ctx)`;
+`destinations/__init__.py` holds the explicit registry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from gateway.config.model import DeliveryPolicy
+from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from gateway.events import Event
+from gateway.render import Template, TemplateError, compile_template
+from gateway.secret import MASK, Secret
+
+
+@dataclass(slots=True)
+class SendContext:
+    session: aiohttp.ClientSession
+    delivery_id: int = 0
+    attempt: int = 1
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A successful attempt: a short detail for the attempt record (status, reply)."""
+
+    detail: str = ""
+    status: int | None = None
+    output: str | None = None
+
+
+class Destination(Protocol):
+    # read-only members, so frozen dataclasses satisfy the protocol
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def policy(self) -> DeliveryPolicy: ...
+
+    def preview(self, event: Event) -> dict[str, Any]:
+        """What `send` would transmit, secrets masked (for `route`)."""
+        ...
+
+    def templates(self) -> dict[str, Template]:
+        """Compiled templates by key (for `check`: field warnings and sample rendering)."""
+        ...
+
+    async def send(self, event: Event, context: SendContext) -> Sent:
+        """One attempt. Raises RetryableDeliveryError or PermanentDeliveryError."""
+        ...
+
+
+class DestinationProblem(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key  # relative to the destination, e.g. "headers.X-Token" or "text"
+        super().__init__(message)
+
+
+@dataclass(slots=True)
+class BuildContext:
+    """What a destination builder gets besides its raw settings."""
+
+    base_dir: Path
+    default_policy: DeliveryPolicy
+    make_policy: Callable[[dict[str, Any], dict[str, Any]], DeliveryPolicy]
+    problems: list[DestinationProblem] = field(default_factory=list)
+
+    def policy(
+        self, raw: dict[str, Any], type_defaults: dict[str, Any] | None = None
+    ) -> DeliveryPolicy:
+        return self.make_policy(raw.get("delivery") or {}, type_defaults or {})
+
+    def template(self, raw: dict[str, Any], key: str, default: Any = None) -> Template:
+        if key not in raw:
+            return default
+        return self.compile(key, raw[key], default)
+
+    def compile(self, key: str, value: Any, default: Any = None) -> Template:
+        """Compile a template, recording a problem at `key` instead of raising."""
+        try:
+            return compile_template(value)
+        except TemplateError as exc:
+            self.problems.append(DestinationProblem(key, f"invalid template: {exc}"))
+            return default
+
+    def secret(self, raw: dict[str, Any], key: str) -> Secret | None:
+        value = raw.get(key)
+        return Secret(value) if isinstance(value, str) and value else None
+
+    def path(self, value: str) -> Path:
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+def classify_status(status: int) -> type[DeliveryError] | None:
+    """None on 2xx; the error class for anything else (one decision for all HTTP peers)."""
+    if 200 <= status < 300:
+        return None
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return RetryableDeliveryError
+    return PermanentDeliveryError
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait, from delta-seconds or an HTTP date; None if absent or garbled."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+def status_reason(status: int) -> str:
+    return f"http_{status // 100}xx" if status >= 500 else f"http_{status}"
+
+
+def mask_url(url: str) -> str:
+    """Keep scheme and host of a URL, hide the path (Slack URLs are the secret)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return MASK
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/{MASK}"
+
+
+def bounded(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more)"
+
+
+async def request_once_more_if_stale(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP exchange; retried at once, a single time, when a pooled keep-alive
+    connection turns out to be closed by the peer (no backoff: nothing reached the peer)."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(2),
+        retry=retry_if_exception_type(aiohttp.ServerDisconnectedError),
+        reraise=True,
+    ):
+        with attempt:
+            async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+                body = await response.content.read(4096)
+                return response.status, dict(response.headers), body
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def transport_error(exc: BaseException) -> RetryableDeliveryError | PermanentDeliveryError:
+    """Map a client-side failure to a typed delivery error."""
+    import asyncio
+
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return RetryableDeliveryError("timeout", "no answer within the timeout")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentDeliveryError("invalid_url", "the configured URL is not valid")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableDeliveryError(
+            "connection", f"cannot connect: {exc.os_error.strerror or exc}"
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return RetryableDeliveryError("connection", type(exc).__name__)
+    return RetryableDeliveryError("error", type(exc).__name__)

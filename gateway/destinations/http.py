@@ -1,0 +1,171 @@
+"""HTTP destination: POST (or PUT/PATCH) the event to an internal service. I/O in `send`.
+
+Default body: the original request bytes, unchanged. `Idempotency-Key` carries the dedupe
+key; with `sign`, Standard Webhooks headers let the receiver verify origin and freshness.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gateway.config.model import DeliveryPolicy
+from gateway.destinations.base import (
+    BuildContext,
+    DestinationProblem,
+    SendContext,
+    Sent,
+    bounded,
+    classify_status,
+    parse_retry_after,
+    request_once_more_if_stale,
+    status_reason,
+    transport_error,
+)
+from gateway.errors import DeliveryError, RetryableDeliveryError
+from gateway.events import Event
+from gateway.render import Template, render
+from gateway.secret import Secret, redact
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDestination:
+    name: str
+    policy: DeliveryPolicy
+    url: Secret
+    method: str = "POST"
+    headers: tuple[tuple[str, Template], ...] = ()
+    body: Template | None = None  # None: forward the original bytes
+    sign_key: Secret | None = None
+    type: str = "http"
+
+    def templates(self) -> dict[str, Template]:
+        found: dict[str, Template] = {f"headers.{k}": v for k, v in self.headers}
+        if self.body is not None:
+            found["body"] = self.body
+        return found
+
+    def request(self, event: Event, now: float) -> tuple[dict[str, str], bytes]:
+        if self.body is None:
+            payload = event.raw
+        else:
+            payload = json.dumps(render(self.body, event.document), ensure_ascii=False).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": event.dedupe_key,
+            "User-Agent": "idwise-gateway",
+        }
+        for key, template in self.headers:
+            value = render(template, event.document)
+            headers[key] = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+        if self.sign_key is not None:
+            headers.update(sign(self.sign_key, event.dedupe_key, int(now), payload))
+        return headers, payload
+
+    def preview(self, event: Event) -> dict[str, Any]:
+        import time
+
+        headers, payload = self.request(event, time.time())
+        secret_headers = {key for key, _ in self.headers if key.lower() == "authorization"}
+        shown = {
+            k: ("****" if k in secret_headers or k == "webhook-signature" else redact(v))
+            for k, v in headers.items()
+        }
+        try:
+            body: Any = json.loads(payload)
+        except ValueError:
+            body = payload.decode("utf-8", "replace")
+        return {
+            "method": self.method,
+            "url": redact(self.url.reveal()),
+            "headers": shown,
+            "body": body,
+        }
+
+    async def send(self, event: Event, context: SendContext) -> Sent:
+        headers, payload = self.request(event, context.clock())
+        try:
+            status, reply_headers, reply = await request_once_more_if_stale(
+                context.session,
+                self.method,
+                self.url.reveal(),
+                data=payload,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+            )
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise transport_error(exc) from None
+        error = classify_status(status)
+        text = bounded(reply.decode("utf-8", "replace"), 500)
+        if error is None:
+            return Sent(f"HTTP {status}", status=status, output=text)
+        retry_after = None
+        if error is RetryableDeliveryError and status in (429, 503):
+            retry_after = parse_retry_after(reply_headers.get("Retry-After"), context.clock())
+        raise error(
+            status_reason(status),
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after,
+            output=text,
+        )
+
+
+def sign(secret: Secret, message_id: str, timestamp: int, payload: bytes) -> dict[str, str]:
+    """Standard Webhooks (standardwebhooks.com) signature headers."""
+    key = decode_signing_secret(secret.reveal())
+    signed = f"{message_id}.{timestamp}.".encode() + payload
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": f"v1,{digest}",
+    }
+
+
+def decode_signing_secret(secret: str) -> bytes:
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("sign.secret must be 'whsec_' followed by base64") from None
+    if len(key) < 16:
+        raise ValueError(
+            "sign.secret is too short; use at least 16 random bytes (24+ base64 chars)"
+        )
+    return key
+
+
+def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> HttpDestination:
+    url = str(raw["url"])
+    if not url.startswith(("http://", "https://")):
+        ctx.problems.append(DestinationProblem("url", "must start with http:// or https://"))
+    headers: list[tuple[str, Template]] = []
+    for key, value in (raw.get("headers") or {}).items():
+        headers.append((key, ctx.compile(f"headers.{key}", value, "")))
+    sign_key = None
+    if raw.get("sign"):
+        secret = str(raw["sign"]["secret"])
+        try:
+            decode_signing_secret(secret)
+            sign_key = Secret(secret)
+        except ValueError as exc:
+            ctx.problems.append(DestinationProblem("sign.secret", str(exc)))
+    return HttpDestination(
+        name=name,
+        policy=ctx.policy(raw),
+        url=Secret(url),
+        method=str(raw.get("method", "POST")).upper(),
+        headers=tuple(headers),
+        body=ctx.template(raw, "body"),
+        sign_key=sign_key,
+    )

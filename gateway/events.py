@@ -1,0 +1,117 @@
+"""Request bytes -> Event. Pure; no I/O.
+
+This is the only place that looks inside raw webhook bytes. Everything later works on the
+frozen `Event`, and forwards `raw` untouched when a destination wants the original body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import PayloadError
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    document: dict[str, Any]  # the whole payload as received: {"event": ..., "body": {...}, ...}
+    raw: bytes
+    dedupe_key: str
+    journey_key: str | None
+    event_id: str | None
+    journey_id: str | None
+    reference_no: str | None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.document["body"]
+        return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers that disagree on which duplicate wins let one payload mean two things
+    # (eventId smuggling), so duplicate keys are refused outright.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return result
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dedupe_key_of(document: dict[str, Any]) -> str:
+    """body.eventId, else top-level eventId, else a hash of event + canonical body."""
+    body = document.get("body") or {}
+    for candidate in (body.get("eventId"), document.get("eventId")):
+        key = _text(candidate)
+        if key is not None:
+            return key
+    digest = hashlib.sha256(canonical_json({"event": document.get("event"), "body": body}))
+    return "sha256:" + digest.hexdigest()
+
+
+def journey_key_of(body: dict[str, Any]) -> str | None:
+    """The key deliveries are ordered by: journeyId, else spotCheckJourneyId, else referenceNo."""
+    for field in ("journeyId", "spotCheckJourneyId", "referenceNo"):
+        key = _text(body.get(field))
+        if key is not None:
+            return key
+    return None
+
+
+def parse_event(raw: bytes) -> Event:
+    """Validate and parse one webhook body. Raises PayloadError naming the problem."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("invalid_utf8", f"body is not valid UTF-8 (byte {exc.start})") from None
+    if text.startswith("\ufeff"):
+        raise PayloadError("invalid_json", "body starts with a byte order mark; send plain UTF-8")
+    try:
+        document = _DECODER.decode(text)
+    except RecursionError:
+        raise PayloadError("invalid_json", "JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, oversized integers
+        raise PayloadError("invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise PayloadError("not_object", "JSON body must be an object")
+    event_type = document.get("event")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise PayloadError("missing_event", "field 'event' must be a non-empty string")
+    body = document.get("body")
+    if not isinstance(body, dict):
+        raise PayloadError("missing_body", "field 'body' must be an object")
+    return Event(
+        type=event_type,
+        document=document,
+        raw=raw,
+        dedupe_key=dedupe_key_of(document),
+        journey_key=journey_key_of(body),
+        event_id=_text(body.get("eventId")) or _text(document.get("eventId")),
+        journey_id=_text(body.get("journeyId")) or _text(body.get("spotCheckJourneyId")),
+        reference_no=_text(body.get("referenceNo")),
+    )
