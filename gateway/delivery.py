@@ -144,6 +144,9 @@ class DeliveryEngine:
         self._rand = rand
         self._lanes: dict[str, Lane] = {}
         self._inflight: set[int] = set()
+        # ids finished while a `due` query was running: that query's snapshot predates their
+        # commit, so its rows may still say "pending" and must not be dispatched again
+        self._finished_during_query: set[int] = set()
         self._wake = asyncio.Event()
         self._next_wake: float | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -292,6 +295,7 @@ class DeliveryEngine:
             finally:
                 lane.busy -= 1
                 self._inflight.discard(job.id)
+                self._finished_during_query.add(job.id)
                 self._wake.set()  # a finished delivery may release the next one of its journey
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:

@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from gateway.secret import redact
+
 #: set by handlers that write their own log line, so the access log skips the request
 LOGGED = web.RequestKey("logged", bool)
-
-from gateway.secret import redact
 
 
 class JsonFormatter(logging.Formatter):

@@ -43,7 +43,9 @@ def gateway(tmp_path: Path, aiohttp_client: Any) -> GatewayClient:
 
     async def make(**sections: Any) -> TestClient[web.Request, web.Application]:
         config_path = write_config(tmp_path, base_config(tmp_path, **sections))
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(load_config(config_path)))
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            create_app(load_config(config_path))
+        )
         return client
 
     return make

@@ -133,12 +133,14 @@ class Sink:
         if self.runner is not None:
             await self.runner.cleanup()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
         while len(self.received) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"sink got {len(self.received)} of {count} requests in {timeout}s")
+                raise AssertionError(
+                    f"sink got {len(self.received)} of {count} requests in {timeout}s"
+                )
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
@@ -182,7 +184,9 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.logs()}")
+                raise AssertionError(
+                    f"gateway exited with {self.process.returncode}:\n{self.logs()}"
+                )
             try:
                 with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:
                     if response.status == 200:
@@ -212,6 +216,10 @@ class GatewayProcess:
         except FileNotFoundError:
             return ""
 
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        """Log lines (JSON) whose msg is `message`."""
+        return [entry for entry in self.log_lines() if entry.get("msg") == message]
+
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
         for line in self.logs().splitlines():
@@ -220,9 +228,13 @@ class GatewayProcess:
         return lines
 
 
-def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, Any]]:
     """Blocking POST (for tests that drive a separate process)."""
-    request = urllib.request.Request(url, data=body, headers=headers or AUTH, method="POST")
+    request = urllib.request.Request(
+        url, data=body, headers=AUTH if headers is None else headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -243,7 +255,12 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) ->
         return exc.code, exc.read()
 
 
-def run_cli(*args: str, cwd: Path | None = None, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         input=stdin.decode() if stdin is not None else None,
@@ -255,7 +272,9 @@ def run_cli(*args: str, cwd: Path | None = None, stdin: bytes | None = None, env
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -275,7 +294,9 @@ def sqlite_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[
 
 
 @contextlib.contextmanager
-def gateway_process(config_path: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+def gateway_process(
+    config_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[GatewayProcess]:
     gateway = GatewayProcess(config_path, *extra, env=env).start()
     try:
         yield gateway

@@ -90,7 +90,9 @@ def test_forwarded_for_from_trusted_proxy_names_the_client() -> None:
     # the rightmost untrusted hop is the client; a spoofed leftmost entry does not help
     with pytest.raises(AuthError):
         authenticate(ALLOW, {**GOOD, "X-Forwarded-For": "203.0.113.7, 198.51.100.1"}, "10.1.2.3")
-    authenticate(ALLOW, {**GOOD, "X-Forwarded-For": "198.51.100.1, 203.0.113.7, 10.0.0.5"}, "10.1.2.3")
+    authenticate(
+        ALLOW, {**GOOD, "X-Forwarded-For": "198.51.100.1, 203.0.113.7, 10.0.0.5"}, "10.1.2.3"
+    )
 
 
 def test_garbled_forwarded_for_is_refused() -> None:

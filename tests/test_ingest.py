@@ -25,7 +25,9 @@ def stored(tmp_path: Path, sql: str = "SELECT count(*) FROM events") -> Any:
 
 
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)
-async def test_every_sample_is_accepted_and_stored_verbatim(gateway: GatewayClient, tmp_path: Path, event_type: str) -> None:
+async def test_every_sample_is_accepted_and_stored_verbatim(
+    gateway: GatewayClient, tmp_path: Path, event_type: str
+) -> None:
     client = await gateway()
     raw = sample(event_type)
     response = await client.post(PATH, data=raw, headers=AUTH)
@@ -33,7 +35,9 @@ async def test_every_sample_is_accepted_and_stored_verbatim(gateway: GatewayClie
     answer = await response.json()
     assert answer["status"] == "accepted"
     conn = sqlite3.connect(tmp_path / "gateway.db")
-    row = conn.execute("SELECT raw, event_type, dedupe_key, journey_key, source_ip, headers FROM events").fetchone()
+    row = conn.execute(
+        "SELECT raw, event_type, dedupe_key, journey_key, source_ip, headers FROM events"
+    ).fetchone()
     conn.close()
     assert row[0] == raw
     assert row[1] == event_type
@@ -53,11 +57,15 @@ async def test_edge_payload_with_unknown_fields_is_accepted(gateway: GatewayClie
 
 async def test_content_type_is_not_required(gateway: GatewayClient) -> None:
     client = await gateway()
-    response = await client.post(PATH, data=sample("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"})
+    response = await client.post(
+        PATH, data=sample("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"}
+    )
     assert response.status == 200
 
 
-async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(gateway: GatewayClient, tmp_path: Path, sink: Any) -> None:
+async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(
+    gateway: GatewayClient, tmp_path: Path, sink: Any
+) -> None:
     client = await gateway(
         destinations={"hook": {"type": "http", "url": sink.url}},
         rules=[{"name": "all", "to": ["hook"]}],
@@ -65,15 +73,22 @@ async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(gateway: Ga
     first = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
     second = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
     assert (await first.json())["status"] == "accepted"
-    assert (await second.json()) == {"status": "duplicate", "eventId": "f57e0b0b-24ba-4702-838b-05ed5c88d5b6"}
+    assert (await second.json()) == {
+        "status": "duplicate",
+        "eventId": "f57e0b0b-24ba-4702-838b-05ed5c88d5b6",
+    }
     assert stored(tmp_path) == 1
     assert stored(tmp_path, "SELECT count(*) FROM deliveries") == 1
 
 
-async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(gateway: GatewayClient, tmp_path: Path) -> None:
+async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(
+    gateway: GatewayClient, tmp_path: Path
+) -> None:
     client = await gateway()
     raw = sample("Finished Journey")
-    responses = await asyncio.gather(*(client.post(PATH, data=raw, headers=AUTH) for _ in range(50)))
+    responses = await asyncio.gather(
+        *(client.post(PATH, data=raw, headers=AUTH) for _ in range(50))
+    )
     statuses = [r.status for r in responses]
     answers = [(await r.json())["status"] for r in responses]
     assert statuses == [200] * 50
@@ -82,7 +97,9 @@ async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(gateway: Ga
     assert stored(tmp_path) == 1
 
 
-async def test_legacy_payload_without_event_id_is_deduplicated_by_hash(gateway: GatewayClient, tmp_path: Path) -> None:
+async def test_legacy_payload_without_event_id_is_deduplicated_by_hash(
+    gateway: GatewayClient, tmp_path: Path
+) -> None:
     client = await gateway()
     raw = sample("Step Submitted")
     spaced = json.dumps(json.loads(raw), indent=4).encode()
@@ -106,7 +123,9 @@ async def test_legacy_payload_without_event_id_is_deduplicated_by_hash(gateway: 
         (b"", 400, "invalid_json"),
     ],
 )
-async def test_bad_bodies_get_a_json_4xx_and_nothing_is_stored(gateway: GatewayClient, tmp_path: Path, body: bytes, status: int, reason: str) -> None:
+async def test_bad_bodies_get_a_json_4xx_and_nothing_is_stored(
+    gateway: GatewayClient, tmp_path: Path, body: bytes, status: int, reason: str
+) -> None:
     client = await gateway()
     response = await client.post(PATH, data=body, headers=AUTH)
     assert response.status == status
@@ -140,15 +159,24 @@ def sample_with_padding(size: int) -> bytes:
 
 async def test_compressed_bodies_are_refused(gateway: GatewayClient) -> None:
     client = await gateway()
-    response = await client.post(PATH, data=b"\x1f\x8b", headers={**AUTH, "Content-Encoding": "gzip"})
+    response = await client.post(
+        PATH, data=b"\x1f\x8b", headers={**AUTH, "Content-Encoding": "gzip"}
+    )
     assert response.status == 415
 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer \u00e9"}],
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        {"Authorization": "Bearer \u00e9"},
+    ],
 )
-async def test_missing_or_wrong_credentials_are_401(gateway: GatewayClient, tmp_path: Path, headers: dict[str, str]) -> None:
+async def test_missing_or_wrong_credentials_are_401(
+    gateway: GatewayClient, tmp_path: Path, headers: dict[str, str]
+) -> None:
     client = await gateway()
     response = await client.post(PATH, data=sample("Finished Journey"), headers=headers)
     assert response.status == 401
@@ -161,27 +189,47 @@ async def test_basic_auth_challenge_and_success(gateway: GatewayClient) -> None:
     assert refused.status == 401
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
     good = "Basic " + base64.b64encode(b"idwise:s3cret-pass").decode()
-    accepted = await client.post(PATH, data=sample("Finished Journey"), headers={"Authorization": good})
+    accepted = await client.post(
+        PATH, data=sample("Finished Journey"), headers={"Authorization": good}
+    )
     assert accepted.status == 200
 
 
 async def test_custom_header_auth(gateway: GatewayClient) -> None:
     client = await gateway(auth={"headers": [{"name": "X-IDWise-Key", "value": "hdr-secret-1"}]})
-    assert (await client.post(PATH, data=sample("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"})).status == 200
-    assert (await client.post(PATH, data=sample("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"})).status == 401
+    assert (
+        await client.post(
+            PATH, data=sample("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"}
+        )
+    ).status == 200
+    assert (
+        await client.post(
+            PATH, data=sample("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"}
+        )
+    ).status == 401
 
 
 async def test_ip_allowlist_is_403_before_credentials(gateway: GatewayClient) -> None:
     client = await gateway(auth={"bearer": [TOKEN], "allow_ips": ["203.0.113.0/24"]})
     response = await client.post(PATH, data=sample("Finished Journey"), headers={})
     assert response.status == 403
-    spoofed = await client.post(PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"})
+    spoofed = await client.post(
+        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+    )
     assert spoofed.status == 403
 
 
 async def test_trusted_proxy_forwarded_for_passes_allowlist(gateway: GatewayClient) -> None:
-    client = await gateway(auth={"bearer": [TOKEN], "allow_ips": ["203.0.113.0/24"], "trusted_proxies": ["127.0.0.0/8"]})
-    response = await client.post(PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"})
+    client = await gateway(
+        auth={
+            "bearer": [TOKEN],
+            "allow_ips": ["203.0.113.0/24"],
+            "trusted_proxies": ["127.0.0.0/8"],
+        }
+    )
+    response = await client.post(
+        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+    )
     assert response.status == 200
 
 
@@ -203,7 +251,9 @@ async def test_health_and_readiness(gateway: GatewayClient) -> None:
     assert (await ready.json())["store"] == "ok"
 
 
-async def test_locked_database_answers_503_then_recovers(gateway: GatewayClient, tmp_path: Path) -> None:
+async def test_locked_database_answers_503_then_recovers(
+    gateway: GatewayClient, tmp_path: Path
+) -> None:
     client = await gateway()
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

@@ -50,11 +50,18 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
             thread.join()
 
     with gateway_process(config) as restarted:
-        stored = {row[0] for row in sqlite_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")}
+        stored = {
+            row[0] for row in sqlite_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")
+        }
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged events lost"
         # and the restarted gateway still answers duplicates for them
-        status, answer = post(restarted.url, json.dumps({"event": "Finished Journey", "body": {"eventId": acknowledged[0]}}).encode())
+        status, answer = post(
+            restarted.url,
+            json.dumps(
+                {"event": "Finished Journey", "body": {"eventId": acknowledged[0]}}
+            ).encode(),
+        )
         assert status == 200
         assert answer["status"] == "duplicate"
 
@@ -67,15 +74,33 @@ def test_cli_reads_the_store_while_serve_runs(tmp_path: Path) -> None:
         listed = run_cli("events", "list", "-c", str(config), "--json")
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
-        assert [r["event_type"] for r in rows] == ["Finished Spot Check", "AML Monitor Update", "Finished Journey"]
-        filtered = json.loads(run_cli("events", "list", "-c", str(config), "--json", "--event", "AML Monitor Update").stdout)
+        assert [r["event_type"] for r in rows] == [
+            "Finished Spot Check",
+            "AML Monitor Update",
+            "Finished Journey",
+        ]
+        filtered = json.loads(
+            run_cli(
+                "events", "list", "-c", str(config), "--json", "--event", "AML Monitor Update"
+            ).stdout
+        )
         assert len(filtered) == 1
         table = run_cli("events", "list", "-c", str(config))
         assert "Finished Spot Check" in table.stdout
         shown = run_cli("events", "show", "-c", str(config), "f57e0b0b-24ba-4702-838b-05ed5c88d5b6")
         assert shown.returncode == 0
         assert json.loads(shown.stdout)["payload"]["event"] == "Finished Journey"
-        by_journey = json.loads(run_cli("events", "list", "-c", str(config), "--json", "--journey", "65ee4c1d9a2b7f3e81d700ca").stdout)
+        by_journey = json.loads(
+            run_cli(
+                "events",
+                "list",
+                "-c",
+                str(config),
+                "--json",
+                "--journey",
+                "65ee4c1d9a2b7f3e81d700ca",
+            ).stdout
+        )
         assert [r["event_type"] for r in by_journey] == ["Finished Spot Check"]
 
 
