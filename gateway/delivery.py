@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.delivery")
 
 POLL_INTERVAL = 1.0  # picks up deliveries queued by another process (the CLI's replay)
+MIN_PASS_INTERVAL = 0.002
 EXPIRE_INTERVAL = 30.0
 
 
@@ -216,6 +217,8 @@ class DeliveryEngine:
                 timeout = min(timeout, max(0.0, self._next_wake - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            # under load every accept wakes us: a short pause lets one pass serve many of them
+            await asyncio.sleep(MIN_PASS_INTERVAL)
             self._wake.clear()
 
     async def _dispatch(self, now: float) -> None:
@@ -239,9 +242,6 @@ class DeliveryEngine:
                 self._inflight.add(row.id)
                 lane.queue.put_nowait(row)
                 free -= 1
-        upcoming = await self._store.next_due()
-        if upcoming is not None and upcoming > now:
-            self.wake(at=upcoming)
 
     def _sync_lanes(self, destinations: dict[str, Destination]) -> None:
         for name, destination in destinations.items():

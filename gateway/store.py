@@ -412,6 +412,46 @@ class Store:
             lambda conn: _insert_event(conn, event, routes, rules, at, source_ip, headers)
         )
 
+    async def import_events(
+        self, events: Iterable[Event], received_at: float, destination: str | None = None
+    ) -> int:
+        """Bulk-load history (benchmarks, migrations from another tool): events, each with one
+        already-delivered delivery when `destination` is given. Duplicates are skipped."""
+        batch = list(events)
+
+        def run(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (dedupe_key, event_type, event_id, journey_key,"
+                " reference_no, received_at, raw) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.dedupe_key,
+                        e.type,
+                        e.event_id,
+                        e.journey_key,
+                        e.reference_no,
+                        received_at,
+                        e.raw,
+                    )
+                    for e in batch
+                ],
+            )
+            inserted = conn.total_changes - before
+            if destination is not None:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO deliveries (event_row, destination, journey_key, status,"
+                    " attempts, queued_at, next_attempt_at, updated_at)"
+                    " SELECT id, ?, journey_key, 'delivered', 1, ?, ?, ? FROM events WHERE dedupe_key = ?",
+                    [
+                        (destination, received_at, received_at, received_at, e.dedupe_key)
+                        for e in batch
+                    ],
+                )
+            return inserted
+
+        return await self.write(run)
+
     async def heartbeat(self) -> None:
         now = time.time()
         await self.write(
@@ -450,13 +490,6 @@ class Store:
             )
             for r in rows
         ]
-
-    async def next_due(self) -> float | None:
-        rows = await self.read(
-            "SELECT min(next_attempt_at) AS t FROM deliveries WHERE status = 'pending'"
-        )
-        value = rows[0]["t"] if rows else None
-        return float(value) if value is not None else None
 
     async def record(self, records: Sequence[AttemptRecord]) -> None:
         now = time.time()

@@ -1,0 +1,116 @@
+"""Ingest: authenticated, durably committed (synchronous=FULL), de-duplicated webhooks with
+unique eventIds and ~20 rules, at 1, 10 and 64 connections, against the baseline app in
+the same run. Server pinned to CPU 0, wrk to CPU 1.
+
+    python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 1,10,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from common import (
+    bench_rules,
+    dump,
+    gateway_config,
+    machine,
+    run_wrk,
+    start_baseline,
+    start_gateway,
+    summary,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", default="1,10,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.connections.split(",")]
+    results: dict[str, dict[int, list]] = {
+        "baseline": {c: [] for c in levels},
+        "gateway": {c: [] for c in levels},
+    }
+    for round_number in range(args.rounds):
+        for connections in levels:
+            baseline = start_baseline()
+            try:
+                results["baseline"][connections].append(
+                    run_wrk(
+                        baseline.port,
+                        baseline.path,
+                        connections,
+                        args.seconds,
+                        uuid.uuid4().hex[:8],
+                    )
+                )
+            finally:
+                baseline.stop()
+            with tempfile.TemporaryDirectory() as tmp:
+                # deliveries are queued for a destination whose rate limit keeps the engine
+                # idle, so this figure is ingest alone (bench/fanout.py measures delivery)
+                destinations = {
+                    "sink": {
+                        "type": "http",
+                        "url": "http://127.0.0.1:9/none",
+                        "delivery": {"rate_limit": "1/h", "concurrency": 1},
+                    }
+                }
+                config = gateway_config(Path(tmp), destinations, bench_rules(20))
+                gateway = start_gateway(config)
+                try:
+                    results["gateway"][connections].append(
+                        run_wrk(
+                            gateway.port,
+                            gateway.path,
+                            connections,
+                            args.seconds,
+                            uuid.uuid4().hex[:8],
+                        )
+                    )
+                finally:
+                    gateway.stop()
+            print(
+                f"round {round_number + 1}/{args.rounds} c={connections}: "
+                f"baseline {results['baseline'][connections][-1].requests_per_s:,.0f} req/s, "
+                f"gateway {results['gateway'][connections][-1].requests_per_s:,.0f} req/s",
+                flush=True,
+            )
+    print()
+    print(f"machine: {machine()}")
+    print(
+        f"{'conns':>5}  {'baseline req/s':>34}  {'gateway req/s':>34}  {'ratio':>6}  {'gw p50':>7}  {'gw p99':>7}  {'base p99':>8}  non-2xx"
+    )
+    report = {"machine": machine(), "levels": {}}
+    for c in levels:
+        base = [r.requests_per_s for r in results["baseline"][c]]
+        gw = [r.requests_per_s for r in results["gateway"][c]]
+        ratio = statistics.median(gw) / statistics.median(base)
+        p50 = statistics.median(r.p50_ms for r in results["gateway"][c])
+        p99 = statistics.median(r.p99_ms for r in results["gateway"][c])
+        bp99 = statistics.median(r.p99_ms for r in results["baseline"][c])
+        non2xx = sum(r.non_2xx + r.errors for r in results["gateway"][c])
+        print(
+            f"{c:>5}  {summary(base):>34}  {summary(gw):>34}  {ratio:>5.2f}x  {p50:>5.2f}ms  {p99:>5.2f}ms  {bp99:>6.2f}ms  {non2xx}"
+        )
+        report["levels"][c] = {
+            "baseline_rps": base,
+            "gateway_rps": gw,
+            "ratio": ratio,
+            "gateway_p50_ms": p50,
+            "gateway_p99_ms": p99,
+            "baseline_p99_ms": bp99,
+            "gateway_non_2xx": non2xx,
+        }
+    dump("ingest", report)
+    _ = time
+
+
+if __name__ == "__main__":
+    main()
