@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -150,14 +150,24 @@ class DeliveryEngine:
         self._finished_during_query: set[int] = set()
         self._wake = asyncio.Event()
         self._next_wake: float | None = None
+        # destinations that may have due deliveries; only these are queried on the next pass
+        # (all of them on every POLL_INTERVAL, which also catches the CLI's replays)
+        self._dirty: set[str] = set()
+        self._next_full_pass = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def wake(self, at: float | None = None) -> None:
-        """New work: now (after an accept), or at a moment (a scheduled retry)."""
-        if at is None:
-            self._wake.set()
-        elif self._next_wake is None or at < self._next_wake:
+    def wake(self, destinations: Iterable[str] | None = None) -> None:
+        """New deliveries are committed (for these destinations, or any)."""
+        if destinations is None:
+            self._next_full_pass = 0.0
+        else:
+            self._dirty.update(destinations)
+        self._wake.set()
+
+    def wake_at(self, at: float) -> None:
+        """A retry is scheduled for `at`."""
+        if self._next_wake is None or at < self._next_wake:
             self._next_wake = at
             self._wake.set()
 
@@ -224,24 +234,31 @@ class DeliveryEngine:
     async def _dispatch(self, now: float) -> None:
         destinations = self._destinations()
         self._sync_lanes(destinations)
-        if self._next_wake is not None and self._next_wake <= now:
+        if (self._next_wake is not None and self._next_wake <= now) or now >= self._next_full_pass:
             self._next_wake = None
-        for name, lane in self._lanes.items():
-            if name not in destinations:
-                continue
+            self._next_full_pass = now + POLL_INTERVAL
+            self._dirty.update(self._lanes)
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            lane = self._lanes.get(name)
+            if lane is None:
+                continue  # a destination no longer configured: its deliveries wait
             free = lane.capacity - lane.load
             if free <= 0:
-                continue
-            inflight_here = lane.load
-            rows = await self._store.due(
-                name, now, free + inflight_here, lane.destination.policy.ordered
-            )
+                continue  # a finishing worker marks the lane dirty again
+            self._finished_during_query.clear()
+            limit = free + lane.load  # rows already queued or in flight come back too
+            rows = await self._store.due(name, now, limit, lane.destination.policy.ordered)
             for row in rows:
-                if row.id in self._inflight or free <= 0:
+                if row.id in self._inflight or row.id in self._finished_during_query:
                     continue
+                if free <= 0:
+                    break
                 self._inflight.add(row.id)
                 lane.queue.put_nowait(row)
                 free -= 1
+            if len(rows) >= limit:
+                self._dirty.add(name)  # there may be more due than fit this time
 
     def _sync_lanes(self, destinations: dict[str, Destination]) -> None:
         for name, destination in destinations.items():
@@ -286,7 +303,7 @@ class DeliveryEngine:
                 record = await self.attempt(lane.destination, job)
                 await self._store.record([record])
                 if record.outcome == "retry" and record.next_attempt_at is not None:
-                    self.wake(at=record.next_attempt_at)
+                    self.wake_at(record.next_attempt_at)
             except StoreError as exc:
                 log.error(
                     "cannot record attempt",
@@ -296,7 +313,8 @@ class DeliveryEngine:
                 lane.busy -= 1
                 self._inflight.discard(job.id)
                 self._finished_during_query.add(job.id)
-                self._wake.set()  # a finished delivery may release the next one of its journey
+                # a finished delivery frees capacity and may release the next of its journey
+                self.wake((lane.destination.name,))
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""

@@ -181,7 +181,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
             **{"Retry-After": "10"},
         )
     if accepted.status == "accepted" and accepted.delivery_ids and state.engine is not None:
-        state.engine.wake()
+        state.engine.wake(destination for destination, _ in routes)
     metrics.webhook(event.type, accepted.status)
     log.info(
         "webhook received",

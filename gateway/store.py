@@ -291,7 +291,11 @@ class _Writer:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
-            outcomes = self._commit(batch)
+            try:
+                outcomes = self._commit(batch)
+            except BaseException as exc:  # never let the writer die with requests waiting
+                error = StoreError("io", f"store writer failed: {type(exc).__name__}")
+                outcomes = [(future, None, error) for _, future in batch]
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                 self._loop.call_soon_threadsafe(_resolve, outcomes)

@@ -59,9 +59,9 @@ STORAGE_DEFAULTS = StorageConfig()
 ENV_CONFIG = "IDWISE_GATEWAY_CONFIG"
 
 #: keys whose values are credentials whether or not they came from ${...}
-SECRET_KEYS = frozenset(
-    {"password", "token", "secret", "value", "url", "bearer", "username", "headers", "env", "basic"}
-)
+SECRET_KEYS = frozenset({"password", "token", "secret", "value", "url"})
+#: containers whose every value is a credential (bearer tokens, HTTP headers, script env)
+SECRET_CONTAINERS = frozenset({"bearer", "headers", "env"})
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -130,13 +130,12 @@ class _Loader:
             return value
         try:
             text, substituted = interpolate(
-                value, self.environ, _read_secret_file(self.path.resolve().parent)
+                value, self.environ, _read_secret_file(Path(os.path.abspath(self.path)).parent)
             )
         except InterpolationError as exc:
             self.error(source, path, str(exc))
             return value
-        names = {part for part in path if isinstance(part, str)}
-        if (names & SECRET_KEYS) or value.lstrip().startswith("${file:"):
+        if _is_secret_path(path) or value.lstrip().startswith("${file:"):
             register(text, *substituted)
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
@@ -223,7 +222,7 @@ class _Loader:
         schema = _schema()
         valid = self.validate(main, schema)
         data = main.data
-        base_dir = self.path.resolve().parent
+        base_dir = Path(os.path.abspath(self.path)).parent
 
         rule_sources: list[tuple[Source, KeyPath, list[Any]]] = [
             (main, ("rules",), data.get("rules") or [])
@@ -269,6 +268,13 @@ class _Loader:
             port=int(admin_raw.get("port", ADMIN_DEFAULTS.port)),
             token=Secret(admin_raw["token"]) if admin_raw.get("token") else None,
         )
+        if admin.token is None and admin.host not in ("127.0.0.1", "::1", "localhost"):
+            self.warn(
+                main,
+                ("admin", "host"),
+                "the admin listener (metrics, reload) is reachable beyond this host without a "
+                "token; set admin.token",
+            )
         if admin.port == server.port and admin.port != 0:
             self.error(
                 main,
@@ -562,6 +568,12 @@ class _Loader:
                         ("destinations", name),
                         f"rendering the '{event_type}' sample fails: {exc}",
                     )
+
+
+def _is_secret_path(path: KeyPath) -> bool:
+    if path and path[-1] in SECRET_KEYS:
+        return True
+    return len(path) >= 2 and path[-2] in SECRET_CONTAINERS
 
 
 def _split_key(key: str) -> KeyPath:
