@@ -156,6 +156,9 @@ class DeliveryEngine:
         self._next_full_pass = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
+        # outcomes waiting to be recorded: written together, one store job per batch
+        self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     def wake(self, destinations: Iterable[str] | None = None) -> None:
         """New deliveries are committed (for these destinations, or any)."""
@@ -207,6 +210,8 @@ class DeliveryEngine:
                     "shutdown grace over",
                     extra={"fields": {"cancelled_attempts": len(still_running)}},
                 )
+        if self._recorder is not None:
+            await asyncio.wait([self._recorder], timeout=5)  # outcomes already known get written
 
     # ---- dispatch ----------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
@@ -301,7 +306,7 @@ class DeliveryEngine:
             try:
                 await lane.limiter.wait()
                 record = await self.attempt(lane.destination, job)
-                await self._store.record([record])
+                await self._record(record)
                 if record.outcome == "retry" and record.next_attempt_at is not None:
                     self.wake_at(record.next_attempt_at)
             except StoreError as exc:
@@ -315,6 +320,29 @@ class DeliveryEngine:
                 self._finished_during_query.add(job.id)
                 # a finished delivery frees capacity and may release the next of its journey
                 self.wake((lane.destination.name,))
+
+    def _record(self, record: AttemptRecord) -> asyncio.Future[None]:
+        """Queue an outcome for the store; resolves once it is committed. Outcomes that
+        arrive while a batch is being written go together in the next one."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._records.append((record, future))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._write_records(), name="delivery-recorder")
+        return future
+
+    async def _write_records(self) -> None:
+        while self._records:
+            batch, self._records = self._records, []
+            try:
+                await self._store.record([record for record, _ in batch])
+            except StoreError as exc:
+                for _, future in batch:
+                    if not future.done():  # its worker may have been cancelled at shutdown
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""
