@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.delivery import DeliveryEngine
+from gateway.destinations.base import connection_reuse_tracer
 from gateway.errors import ConfigError, StoreError
 from gateway.handlers import (
     STATE,
@@ -103,7 +104,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=300)  # per-request timeouts come from each destination
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
     async with aiohttp.ClientSession(
-        timeout=timeout, connector=connector, trust_env=False
+        timeout=timeout,
+        connector=connector,
+        trust_env=False,
+        trace_configs=[connection_reuse_tracer()],
     ) as session:
         engine = DeliveryEngine(
             state.store,

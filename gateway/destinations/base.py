@@ -151,20 +151,40 @@ def bounded(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more)"
 
 
+def connection_reuse_tracer() -> aiohttp.TraceConfig:
+    """Marks requests sent on a reused keep-alive connection (see request_once_more_if_stale)."""
+
+    async def on_reuse(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+        if isinstance(context.trace_request_ctx, dict):
+            context.trace_request_ctx["reused"] = True
+
+    tracer = aiohttp.TraceConfig()
+    tracer.on_connection_reuseconn.append(on_reuse)
+    return tracer
+
+
 async def request_once_more_if_stale(
     session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP exchange; retried at once, a single time, when a pooled keep-alive
-    connection turns out to be closed by the peer (no backoff: nothing reached the peer)."""
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+    """One HTTP exchange. Sent again at once, a single time, only when it went out on a
+    reused keep-alive connection that the peer had already closed: then nothing reached the
+    peer. A fresh connection that drops is an ordinary failure (the request may have
+    arrived, so sending it twice within one attempt would duplicate it)."""
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+    state = {"reused": False}
+
+    def stale(exc: BaseException) -> bool:
+        return isinstance(exc, aiohttp.ServerDisconnectedError) and state["reused"]
 
     async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(2),
-        retry=retry_if_exception_type(aiohttp.ServerDisconnectedError),
-        reraise=True,
+        stop=stop_after_attempt(2), retry=retry_if_exception(stale), reraise=True
     ):
         with attempt:
-            async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+            state["reused"] = False
+            async with session.request(
+                method, url, allow_redirects=False, trace_request_ctx=state, **kwargs
+            ) as response:
                 body = await response.content.read(4096)
                 return response.status, dict(response.headers), body
     raise AssertionError("unreachable")  # pragma: no cover

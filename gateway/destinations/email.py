@@ -105,7 +105,7 @@ class EmailDestination:
     async def send(self, event: Event, context: SendContext) -> Sent:
         message = self.message(event)
         try:
-            _, reply = await aiosmtplib.send(
+            refused, reply = await aiosmtplib.send(
                 message,
                 hostname=self.host,
                 port=self.port,
@@ -126,6 +126,11 @@ class EmailDestination:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             # connection refused, STARTTLS unavailable or TLS failure: may heal, so retry
             raise RetryableDeliveryError("smtp_connection", str(exc)[:200]) from None
+        if refused:
+            # aiosmtplib raises only when every recipient is refused; one refused is a failure
+            # too (a retry re-sends to all: at-least-once for the ones that accepted)
+            codes = sorted(response.code for response in refused.values())
+            raise _by_code(codes[0], f"recipients refused: {', '.join(sorted(refused))}")
         return Sent(f"SMTP {reply[:120]}")
 
 

@@ -31,7 +31,7 @@ from gateway.destinations.base import (
 )
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
-from gateway.render import Template, render
+from gateway.render import Template, render, render_text
 from gateway.secret import Secret, redact
 
 
@@ -63,8 +63,8 @@ class HttpDestination:
             "User-Agent": "idwise-gateway",
         }
         for key, template in self.headers:
-            value = render(template, event.document)
-            headers[key] = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+            value = render_text(template, event.document)
+            headers[key] = value.replace("\r", " ").replace("\n", " ")
         if self.sign_key is not None:
             headers.update(sign(self.sign_key, event.dedupe_key, int(now), payload))
         return headers, payload

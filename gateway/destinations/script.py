@@ -21,7 +21,7 @@ from gateway.config.units import parse_duration
 from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
-from gateway.render import Template, render
+from gateway.render import Template, render_text
 from gateway.secret import redact
 
 EX_TEMPFAIL = 75
@@ -53,8 +53,7 @@ class ScriptDestination:
             IDWISE_REFERENCE_NO=event.reference_no or "",
         )
         for key, template in self.env:
-            value = render(template, event.document)
-            env[key] = "" if value is None else str(value)
+            env[key] = render_text(template, event.document)
         return env
 
     def preview(self, event: Event) -> dict[str, Any]:
@@ -108,7 +107,7 @@ class ScriptDestination:
                 process.stdin.close()
             if not timed_out:
                 try:
-                    await asyncio.wait_for(process.wait(), max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(_exited(process), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     timed_out = True
             if timed_out:
@@ -146,6 +145,13 @@ class ScriptDestination:
         if code in self.retry_exit_codes:
             raise RetryableDeliveryError(f"exit_{code}", f"exit {code}", output=output)
         raise PermanentDeliveryError(f"exit_{code}", f"exit {code}", output=output)
+
+
+async def _exited(process: asyncio.subprocess.Process) -> None:
+    """The program's own exit. (`process.wait()` on Python 3.11 also waits for its pipes,
+    which a background child may hold open long after the program exited.)"""
+    while process.returncode is None:  # noqa: ASYNC110 - set by the child watcher, no event
+        await asyncio.sleep(0.01)
 
 
 async def _read_bounded(stream: asyncio.StreamReader) -> bytes:

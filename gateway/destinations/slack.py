@@ -19,6 +19,7 @@ from gateway.destinations.base import (
     SendContext,
     Sent,
     bounded,
+    classify_status,
     mask_url,
     parse_retry_after,
     request_once_more_if_stale,
@@ -27,7 +28,7 @@ from gateway.destinations.base import (
 )
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
-from gateway.render import Template, render
+from gateway.render import Template, render, render_text
 from gateway.secret import Secret
 
 #: Slack's documented incoming-webhook errors that no retry can fix
@@ -138,7 +139,7 @@ class SlackDestination:
         text = (
             default_text(event)
             if self.text is None
-            else render(self.text, event.document, escape_mrkdwn)
+            else render_text(self.text, event.document, escape_mrkdwn)
         )
         message: dict[str, Any] = {"text": "" if text is None else str(text)}
         if self.blocks is not None:
@@ -174,7 +175,7 @@ def classify_reply(status: int, headers: dict[str, str], reply: bytes, now: floa
     code = text.split()[0] if text else ""
     if code in PERMANENT_ERRORS:
         raise PermanentDeliveryError(f"slack_{code}", f"HTTP {status} {code}", status=status)
-    if status == 429 or status >= 500:
+    if classify_status(status) is RetryableDeliveryError:  # 408, 425, 429, 5xx
         retry_after = parse_retry_after(headers.get("Retry-After"), now)
         raise RetryableDeliveryError(
             status_reason(status),
@@ -182,8 +183,6 @@ def classify_reply(status: int, headers: dict[str, str], reply: bytes, now: floa
             status=status,
             retry_after=retry_after,
         )
-    if status == 408:
-        raise RetryableDeliveryError("http_408", f"HTTP {status}", status=status)
     raise PermanentDeliveryError(
         status_reason(status), f"HTTP {status} {code}".strip(), status=status
     )
