@@ -128,6 +128,12 @@ def truthy(value: Any) -> bool:
     return True
 
 
+def describe_error(exc: JMESPathError) -> str:
+    """jmespath's multi-line message (with its caret diagram) as one line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"})
+
+
 def _tokens(source: str) -> list[dict[str, Any]]:
     try:
         return [t for t in Lexer().tokenize(source) if t["type"] != "eof"]
@@ -141,6 +147,13 @@ def split_top_level(source: str) -> tuple[str, list[str]]:
     Returns ("or"|"and"|"", parts). Used by `route` to say which part of a condition was false.
     """
     tokens = _tokens(source)
+    depth = 0
+    for token in tokens:
+        kind = token["type"]
+        depth += kind in ("lparen", "lbracket", "lbrace", "filter")
+        depth -= kind in ("rparen", "rbracket", "rbrace")
+        if kind == "pipe" and depth == 0:
+            return "", [source]  # `a | b && c` is `a | (b && c)`: no top-level split
     for operator in ("or", "and"):
         depth = 0
         cuts: list[tuple[int, int]] = []

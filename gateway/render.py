@@ -17,7 +17,7 @@ from typing import Any
 import jmespath
 from jmespath.exceptions import JMESPathError
 
-from gateway.jmes import compile_expression, search
+from gateway.jmes import compile_expression, describe_error, search
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 
@@ -26,6 +26,18 @@ Escape = Callable[[str], str]
 
 class TemplateError(ValueError):
     pass
+
+
+class MixedText(str):
+    """A string made of template text and verbatim data (values from `${...}` in the
+    config): only the template text can hold `{{ placeholders }}`."""
+
+    segments: tuple[tuple[str, bool], ...]  # (text, is_data)
+
+    def __new__(cls, segments: list[tuple[str, bool]]) -> MixedText:
+        text = super().__new__(cls, "".join(part for part, _ in segments))
+        text.segments = tuple(segments)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,8 @@ Template = Any  # a TextTemplate, or dict/list/scalar structures containing them
 
 def compile_text(text: str) -> TextTemplate | str:
     """Compile one string; returns the string itself when it holds no placeholder."""
+    if isinstance(text, MixedText):
+        return _compile_mixed(text)
     if "{{" not in text:
         if "}}" in text:
             raise TemplateError("'}}' without a matching '{{'")
@@ -72,13 +86,30 @@ def compile_text(text: str) -> TextTemplate | str:
         try:
             parts.append(Placeholder(source, compile_expression(source)))
         except JMESPathError as exc:
-            raise TemplateError(f"invalid expression {{{{ {source} }}}}: {exc}") from None
+            raise TemplateError(
+                f"invalid expression {{{{ {source} }}}}: {describe_error(exc)}"
+            ) from None
         position = match.end()
     tail = text[position:]
     if "{{" in tail or "}}" in tail:
         raise TemplateError("unbalanced '{{' / '}}'")
     if tail:
         parts.append(tail)
+    return TextTemplate(tuple(parts))
+
+
+def _compile_mixed(text: MixedText) -> TextTemplate | str:
+    parts: list[str | Placeholder] = []
+    for segment, is_data in text.segments:
+        compiled = segment if is_data else compile_text(segment)
+        pieces = compiled.parts if isinstance(compiled, TextTemplate) else (compiled,)
+        for piece in pieces:
+            if isinstance(piece, str) and parts and isinstance(parts[-1], str):
+                parts[-1] += piece
+            elif piece != "":
+                parts.append(piece)
+    if not any(isinstance(part, Placeholder) for part in parts):
+        return str.__str__(text)
     return TextTemplate(tuple(parts))
 
 

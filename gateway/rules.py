@@ -122,7 +122,8 @@ def _explain(rule: Rule, event_type: str, document: Any) -> tuple[bool, str]:
             lead = "false part: "
         else:
             lead = "every alternative is false: "
-        return False, lead + "; ".join(f"`{part}` is {_show(v)}" for part, v in values)
+        if values and not (operator == "or" and any(truthy(v) for _, v in values)):
+            return False, lead + "; ".join(f"`{part}` is {_show(v)}" for part, v in values)
     return False, f"when `{rule.when_source}` is {_show(value)}"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from gateway.render import MixedText
+
 _TOKEN = re.compile(r"\$\$|\$\{(?P<body>[^}]*)\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -23,21 +25,31 @@ def interpolate(
     environ: Mapping[str, str],
     read_file: Callable[[str], str],
 ) -> tuple[str, list[str]]:
-    """Returns the resolved text and the substituted values (to be treated as secrets)."""
+    """Returns the resolved text and the substituted values (to be treated as secrets).
+
+    When anything was substituted, the result is a `MixedText` that remembers which parts
+    are data, so a value like an API key containing `{{` is never read as template syntax.
+    """
     if "$" not in text:
         return text, []
+    segments: list[tuple[str, bool]] = []
     substituted: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
+    position = 0
+    for match in _TOKEN.finditer(text):
+        segments.append((text[position : match.start()], False))
+        position = match.end()
         if match.group(0) == "$$":
-            return "$"
-        if match.group("bare") is not None:
-            return match.group(0)  # a lone `$name` is literal text; only ${...} interpolates
-        value = _resolve(match.group("body"), environ, read_file)
-        substituted.append(value)
-        return value
-
-    return _TOKEN.sub(replace, text), substituted
+            segments.append(("$", False))
+        elif match.group("bare") is not None:
+            segments.append((match.group(0), False))  # a lone `$name` is literal text
+        else:
+            value = _resolve(match.group("body"), environ, read_file)
+            substituted.append(value)
+            segments.append((value, True))
+    segments.append((text[position:], False))
+    if not substituted:
+        return "".join(part for part, _ in segments), []
+    return MixedText(segments), substituted
 
 
 def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], str]) -> str:
@@ -51,6 +63,10 @@ def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], s
             raise InterpolationError(
                 f"cannot read secret file {path}: {exc.strerror or exc}"
             ) from None
+        except UnicodeDecodeError:
+            raise InterpolationError(f"secret file {path} is not UTF-8 text") from None
+        except ValueError:  # a NUL byte in the path
+            raise InterpolationError("the secret file path contains a NUL byte") from None
         return content[:-1] if content.endswith("\n") else content
     for separator in (":-", ":?"):
         if separator in body:
@@ -74,6 +90,7 @@ def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], s
 
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
+        # the text is not quoted: it may be part of a literal password
         raise InterpolationError(
-            f"'${{{name}}}' is not a variable reference; write $$ for a literal dollar"
+            "this '${...}' is not a variable reference; write $$ for a literal dollar"
         )

@@ -47,7 +47,7 @@ from gateway.destinations import REGISTRY
 from gateway.destinations.base import BuildContext, Destination
 from gateway.errors import ConfigError, Problem
 from gateway.events import parse_event
-from gateway.jmes import body_fields, compile_expression
+from gateway.jmes import body_fields, compile_expression, describe_error
 from gateway.render import template_expressions
 from gateway.rules import Rule
 from gateway.secret import Secret, register
@@ -87,9 +87,18 @@ class _Loader:
     problems: list[Problem] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     digest: Any = field(default_factory=hashlib.sha256)
+    # parts that already failed (schema or ${...}) are left out of the later checks, so one
+    # mistake is reported once and every other problem still gets found in the same run
+    unresolved: set[tuple[str, KeyPath]] = field(default_factory=set)
+    broken_sections: set[str] = field(default_factory=set)
+    broken_destinations: set[str] = field(default_factory=set)
+    broken_rules: set[tuple[str, int]] = field(default_factory=set)
+    rule_items: list[tuple[Source, KeyPath, dict[str, Any], Rule]] = field(default_factory=list)
 
     # ---- reporting -------------------------------------------------------------------------
     def error(self, source: Source, path: KeyPath, message: str, severity: str = "error") -> None:
+        if (source.file, path) in self.unresolved:
+            return  # the ${...} there already failed; anything else about it is noise
         self.problems.append(
             Problem(source.file, source.line_of(path), format_path(path), message, severity)
         )
@@ -134,6 +143,7 @@ class _Loader:
             )
         except InterpolationError as exc:
             self.error(source, path, str(exc))
+            self.unresolved.add((source.file, path))
             return value
         if _is_secret_path(path) or value.lstrip().startswith("${file:"):
             register(text, *substituted)
@@ -143,15 +153,31 @@ class _Loader:
 
     # ---- step 3 ----------------------------------------------------------------------------
     def validate(self, source: Source, schema: dict[str, Any]) -> bool:
+        """Report schema errors, then set the invalid parts aside. False if the file is
+        unusable as a whole."""
         validator = jsonschema.Draft202012Validator(schema)
-        found = False
+        usable = True
         for err in sorted(
             validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))
         ):
             for path, message in _describe(err):
                 self.error(source, path, message)
-                found = True
-        return not found
+                usable = self.set_aside(source, path) and usable
+        return usable
+
+    def set_aside(self, source: Source, path: KeyPath) -> bool:
+        if not path:
+            return False
+        head = path[0]
+        if head == "rules" and len(path) > 1 and isinstance(path[1], int):
+            self.broken_rules.add((source.file, path[1]))
+        elif head == "destinations" and len(path) > 1:
+            self.broken_destinations.add(str(path[1]))
+            source.data["destinations"].pop(path[1], None)
+        elif isinstance(head, str) and head in source.data:
+            self.broken_sections.add(head)
+            source.data[head] = [] if head in ("rules", "rules_files", "unmatched") else {}
+        return True
 
     # ---- step 4 ----------------------------------------------------------------------------
     def duration(
@@ -245,8 +271,6 @@ class _Loader:
                     rule_sources.append(
                         (rules_source, ("rules",), rules_source.data.get("rules") or [])
                     )
-                else:
-                    valid = False
         if not valid:
             return None
 
@@ -310,7 +334,7 @@ class _Loader:
         unmatched_raw = data.get("unmatched") or []
         unmatched = tuple([unmatched_raw] if isinstance(unmatched_raw, str) else unmatched_raw)
         for i, name in enumerate(unmatched):
-            if name not in destinations:
+            if name not in destinations and name not in self.broken_destinations:
                 self.error(main, ("unmatched", i), self.undefined(name, destinations))
         self.cross_check(rule_sources, rules, destinations)
         if any(p.severity == "error" for p in self.problems):
@@ -383,7 +407,12 @@ class _Loader:
             ),
             allow_unauthenticated=bool(raw.get("allow_unauthenticated", False)),
         )
-        if not config.has_credentials and not config.allow_unauthenticated:
+        if (
+            not config.has_credentials
+            and not config.allow_unauthenticated
+            and "auth" not in self.broken_sections
+            and not any(path and path[0] == "auth" for _, path in self.unresolved)
+        ):
             self.error(
                 source,
                 ("auth",),
@@ -419,6 +448,8 @@ class _Loader:
         seen: dict[str, str] = {}
         for source, base_path, items in sources:
             for i, item in enumerate(items):
+                if (source.file, i) in self.broken_rules:
+                    continue
                 path = (*base_path, i)
                 name = str(item["name"])
                 where = f"{source.file}:{source.line_of(path)}"
@@ -444,7 +475,7 @@ class _Loader:
                             when = compile_expression(when_source)
                         except JMESPathError as exc:
                             self.error(
-                                source, (*path, "when"), f"invalid JMESPath: {_jmes_message(exc)}"
+                                source, (*path, "when"), f"invalid JMESPath: {describe_error(exc)}"
                             )
                 events = item.get("events")
                 if isinstance(events, str):
@@ -454,19 +485,19 @@ class _Loader:
                     to = [to]
                 if not to:
                     self.error(source, (*path, "to"), "names no destination; list at least one")
-                rules.append(
-                    Rule(
-                        name=name,
-                        to=tuple(to),
-                        events=frozenset(events) if events is not None else None,
-                        when=when,
-                        when_source=when_source,
-                        description=str(item.get("description", "")),
-                        stop=bool(item.get("stop", False)),
-                        file=source.file,
-                        line=source.line_of(path),
-                    )
+                rule = Rule(
+                    name=name,
+                    to=tuple(to),
+                    events=frozenset(events) if events is not None else None,
+                    when=when,
+                    when_source=when_source,
+                    description=str(item.get("description", "")),
+                    stop=bool(item.get("stop", False)),
+                    file=source.file,
+                    line=source.line_of(path),
                 )
+                rules.append(rule)
+                self.rule_items.append((source, path, item, rule))
         return rules
 
     def undefined(self, name: str, destinations: Mapping[str, Any]) -> str:
@@ -480,10 +511,9 @@ class _Loader:
         rules: list[Rule],
         destinations: Mapping[str, Destination],
     ) -> None:
-        flat = [(s, (*p, i), item) for s, p, items in sources for i, item in enumerate(items)]
-        for (source, path, item), rule in zip(flat, rules, strict=True):
+        for source, path, item, rule in self.rule_items:
             for j, name in enumerate(rule.to):
-                if name not in destinations:
+                if name not in destinations and name not in self.broken_destinations:
                     to_path = (*path, "to", j) if isinstance(item["to"], list) else (*path, "to")
                     self.error(source, to_path, self.undefined(name, destinations))
             if rule.events is not None:
@@ -602,11 +632,6 @@ def _nearest(name: str, candidates: list[str], prefix: str = "") -> str:
         if name.lower() in lowered:
             match = [lowered[name.lower()]]
     return f" (did you mean {prefix}{match[0]}?)" if match else ""
-
-
-def _jmes_message(exc: JMESPathError) -> str:
-    text = str(exc).strip().splitlines()
-    return " ".join(line.strip() for line in text if line.strip() and set(line.strip()) != {"^"})
 
 
 _TYPE_NAMES = {

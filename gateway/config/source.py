@@ -55,7 +55,10 @@ def parse_yaml(text: str, file: str) -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlProblem(line, (), f"invalid YAML: {exc.problem or exc}") from None
+        message = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise YamlProblem(line, (), message) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(1, (), f"invalid YAML: {exc}") from None
     finally:
