@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from common import (
+    IDLE_DESTINATIONS,
     bench_rules,
     dump,
     gateway_config,
@@ -53,16 +54,7 @@ def main() -> None:
             finally:
                 baseline.stop()
             with tempfile.TemporaryDirectory() as tmp:
-                # deliveries are queued for a destination whose rate limit keeps the engine
-                # idle, so this figure is ingest alone (bench/fanout.py measures delivery)
-                destinations = {
-                    "sink": {
-                        "type": "http",
-                        "url": "http://127.0.0.1:9/none",
-                        "delivery": {"rate_limit": "1/h", "concurrency": 1},
-                    }
-                }
-                config = gateway_config(Path(tmp), destinations, bench_rules(20))
+                config = gateway_config(Path(tmp), IDLE_DESTINATIONS, bench_rules(20))
                 gateway = start_gateway(config)
                 try:
                     results["gateway"][connections].append(

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (
+    IDLE_DESTINATIONS,
     bench_rules,
     dump,
     gateway_config,
@@ -94,14 +95,7 @@ def main() -> None:
                 tmp.mkdir()
                 if level:
                     shutil.copy(seed, tmp / "gateway.db")
-                destinations = {
-                    "sink": {
-                        "type": "http",
-                        "url": "http://127.0.0.1:9/none",
-                        "delivery": {"rate_limit": "1/h", "concurrency": 1},
-                    }
-                }
-                gateway = start_gateway(gateway_config(tmp, destinations, bench_rules(20)))
+                gateway = start_gateway(gateway_config(tmp, IDLE_DESTINATIONS, bench_rules(20)))
                 try:
                     result = run_wrk(
                         gateway.port, gateway.path, 64, args.seconds, uuid.uuid4().hex[:8]
