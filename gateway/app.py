@@ -202,7 +202,7 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
         for problem in exc.problems:
             log.error(redact(str(problem)))
         return 1
-    setup_logging(log_format or config.logging.format, config.logging.level)
+    setup_logging(log_format or config.logging.format, config.logging.level, batch=True)
     for warning in config.warnings:
         log.warning(redact(warning))
     app = create_app(config)

@@ -30,6 +30,7 @@ from gateway.errors import (
     StoreError,
 )
 from gateway.events import parse_event
+from gateway.logs import log_fields
 from gateway.store import AttemptRecord, DueDelivery, Store
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ class DeliveryEngine:
                     await self._expire(now)
                 await self._dispatch(now)
             except StoreError as exc:
-                log.error("delivery dispatch failed", extra={"fields": {"reason": exc.reason}})
+                log_fields(log, logging.ERROR, "delivery dispatch failed", {"reason": exc.reason})
             except Exception:
                 log.exception("delivery dispatcher error")
             timeout = POLL_INTERVAL
@@ -310,9 +311,11 @@ class DeliveryEngine:
                 if record.outcome == "retry" and record.next_attempt_at is not None:
                     self.wake_at(record.next_attempt_at)
             except StoreError as exc:
-                log.error(
+                log_fields(
+                    log,
+                    logging.ERROR,
                     "cannot record attempt",
-                    extra={"fields": {"delivery": job.id, "reason": exc.reason}},
+                    {"delivery": job.id, "reason": exc.reason},
                 )
             finally:
                 lane.busy -= 1
@@ -396,11 +399,8 @@ class DeliveryEngine:
         }
         if next_at is not None:
             fields["next_attempt_in"] = round(next_at - self._clock(), 3)
-        log.log(
-            logging.WARNING if outcome == "dead" else logging.INFO,
-            "delivery attempt",
-            extra={"fields": fields},
-        )
+        level = logging.WARNING if outcome == "dead" else logging.INFO
+        log_fields(log, level, "delivery attempt", fields)
         if self._metrics is not None:
             self._metrics.delivery(destination.name, outcome, duration)
         return AttemptRecord(

@@ -19,7 +19,7 @@ from gateway.auth import authenticate
 from gateway.delivery import DeliveryEngine
 from gateway.errors import AuthError, PayloadError, StoreError
 from gateway.events import parse_event
-from gateway.logs import LOGGED
+from gateway.logs import LOGGED, log_fields
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.rules import match_rules
 from gateway.runtime import RuntimeHolder
@@ -109,15 +109,15 @@ async def receive_webhook(request: web.Request) -> web.Response:
         client = authenticate(config.auth, request.headers, request.remote)
     except AuthError as exc:
         metrics.reject(exc.reason)
-        log.info(
+        log_fields(
+            log,
+            logging.INFO,
             "webhook refused",
-            extra={
-                "fields": {
-                    "msg_kind": "webhook",
-                    "outcome": "refused",
-                    "reason": exc.reason,
-                    "remote": request.remote,
-                }
+            {
+                "msg_kind": "webhook",
+                "outcome": "refused",
+                "reason": exc.reason,
+                "remote": request.remote,
             },
         )
         if exc.reason == "ip_denied":
@@ -140,9 +140,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
         event = parse_event(raw)
     except PayloadError as exc:
         metrics.reject(exc.reason)
-        log.info(
+        log_fields(
+            log,
+            logging.INFO,
             "webhook rejected",
-            extra={"fields": {"msg_kind": "webhook", "outcome": "rejected", "reason": exc.reason}},
+            {"msg_kind": "webhook", "outcome": "rejected", "reason": exc.reason},
         )
         return error_response(exc.status, exc.reason, str(exc))
     except TimeoutError:
@@ -162,16 +164,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
         )
     except StoreError as exc:
         metrics.webhook(event.type, "store_error")
-        log.error(
+        log_fields(
+            log,
+            logging.ERROR,
             "webhook not stored",
-            extra={
-                "fields": {
-                    "msg_kind": "webhook",
-                    "eventId": event.dedupe_key,
-                    "event": event.type,
-                    "outcome": "store_error",
-                    "reason": exc.reason,
-                }
+            {
+                "msg_kind": "webhook",
+                "eventId": event.dedupe_key,
+                "event": event.type,
+                "outcome": "store_error",
+                "reason": exc.reason,
             },
         )
         return error_response(
@@ -183,18 +185,18 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if accepted.status == "accepted" and accepted.delivery_ids and state.engine is not None:
         state.engine.wake(destination for destination, _ in routes)
     metrics.webhook(event.type, accepted.status)
-    log.info(
+    log_fields(
+        log,
+        logging.INFO,
         "webhook received",
-        extra={
-            "fields": {
-                "msg_kind": "webhook",
-                "eventId": event.dedupe_key,
-                "event": event.type,
-                "journeyId": event.journey_key,
-                "outcome": accepted.status,
-                "rules": list(rules),
-                "destinations": [d for d, _ in routes] if accepted.status == "accepted" else [],
-            }
+        {
+            "msg_kind": "webhook",
+            "eventId": event.dedupe_key,
+            "event": event.type,
+            "journeyId": event.journey_key,
+            "outcome": accepted.status,
+            "rules": list(rules),
+            "destinations": [d for d, _ in routes] if accepted.status == "accepted" else [],
         },
     )
     return web.json_response({"status": accepted.status, "eventId": event.dedupe_key})
