@@ -425,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_events)
     p = events_sub.add_parser("show", help="one event with its payload and deliveries")
     p.add_argument("-c", "--config")
+    p.add_argument("--json", action="store_true", help="JSON output (the default for show)")
     p.add_argument("id", help="row id, eventId or dedupe key")
     p.set_defaults(func=cmd_events)
 
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_deliveries)
     p = deliveries_sub.add_parser("show", help="one delivery with its attempt history")
     p.add_argument("-c", "--config")
+    p.add_argument("--json", action="store_true", help="JSON output (the default for show)")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_deliveries)
 

@@ -52,11 +52,12 @@ def backoff_delay(
     Exponential from `initial` to `max`; Retry-After is a floor, itself capped at `max`;
     jitter only adds (up to `jitter` x the delay), so a server's floor is always respected.
     """
-    exponent = max(0, attempt - 1)
     if backoff.multiplier > 1 and backoff.initial > 0:
         ceiling = math.log(max(backoff.max / backoff.initial, 1.0)) / math.log(backoff.multiplier)
-        exponent = min(exponent, math.ceil(ceiling))
-    base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
+        exponent = min(max(0, attempt - 1), math.ceil(ceiling))  # never overflows
+        base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
+    else:
+        base = min(backoff.max, max(backoff.initial, 0.0))
     if retry_after is not None and retry_after > 0:
         base = max(base, min(retry_after, backoff.max))
     return base * (1.0 + backoff.jitter * min(max(rand, 0.0), 1.0))
@@ -306,7 +307,20 @@ class DeliveryEngine:
             lane.busy += 1
             try:
                 await lane.limiter.wait()
-                record = await self.attempt(lane.destination, job)
+                try:
+                    record = await self.attempt(lane.destination, job)
+                except Exception:  # never let a worker die: park the delivery, keep it pending
+                    log.exception("delivery attempt failed internally")
+                    policy = lane.destination.policy
+                    record = AttemptRecord(
+                        delivery_id=job.id,
+                        number=job.attempts + 1,
+                        started_at=self._clock(),
+                        duration=0.0,
+                        outcome="retry",
+                        reason="internal",
+                        next_attempt_at=self._clock() + max(policy.backoff.max, 1.0),
+                    )
                 await self._record(record)
                 if record.outcome == "retry" and record.next_attempt_at is not None:
                     self.wake_at(record.next_attempt_at)
@@ -350,6 +364,7 @@ class DeliveryEngine:
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""
         number = job.attempts + 1
+        budget_used = number - job.attempt_base  # replays grant a fresh max_attempts budget
         started = self._clock()
         t0 = time.perf_counter()
         event = None
@@ -367,7 +382,7 @@ class DeliveryEngine:
                 else PermanentDeliveryError("unparsable", str(exc))
             )
             decision = decide(
-                destination.policy, number, job.queued_at, self._clock(), error, self._rand()
+                destination.policy, budget_used, job.queued_at, self._clock(), error, self._rand()
             )
             outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
             status, detail, output = error.status, error.detail, error.output
@@ -378,7 +393,7 @@ class DeliveryEngine:
             )
             error = RetryableDeliveryError("internal", type(exc).__name__)
             decision = decide(
-                destination.policy, number, job.queued_at, self._clock(), error, self._rand()
+                destination.policy, budget_used, job.queued_at, self._clock(), error, self._rand()
             )
             outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
             status, detail, output = None, error.detail, None

@@ -84,6 +84,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX attempts_delivery ON attempts (delivery_id, number);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
     """,
+    # 2: attempt numbers keep counting across replays; the budget starts at attempt_base
+    """
+    ALTER TABLE deliveries ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 MAX_BATCH = 2048
@@ -106,6 +110,7 @@ class DueDelivery:
     queued_at: float
     raw: bytes
     rule: str | None
+    attempt_base: int = 0  # attempts made before the last replay (not counted in the budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +480,8 @@ class Store:
             else ""
         )
         rows = await self.read(
-            "SELECT d.id, d.event_row, d.destination, d.attempts, d.queued_at, d.rule, e.raw"
+            "SELECT d.id, d.event_row, d.destination, d.attempts, d.queued_at, d.rule, e.raw,"
+            " d.attempt_base"
             " FROM deliveries d JOIN events e ON e.id = d.event_row"
             " WHERE d.status = 'pending' AND d.destination = ? AND d.next_attempt_at <= ?"
             + order_clause
@@ -491,6 +497,7 @@ class Store:
                 r["queued_at"],
                 r["raw"],
                 r["rule"],
+                r["attempt_base"],
             )
             for r in rows
         ]
@@ -560,7 +567,7 @@ class Store:
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = ?, updated_at = ?,"
-                " attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END,"
+                " attempt_base = CASE WHEN status = 'pending' THEN attempt_base ELSE attempts END,"
                 " queued_at = CASE WHEN status = 'pending' THEN queued_at ELSE ? END,"
                 " reason = CASE WHEN status = 'pending' THEN reason ELSE NULL END"
                 " WHERE " + " AND ".join(where),

@@ -1,0 +1,387 @@
+"""The delivery engine in an in-process gateway against real local HTTP servers: retries,
+dead letters, Retry-After, timeouts, outages, journey order, fan-out, lanes, rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.config.load import load_config
+from gateway.delivery import DeliveryEngine
+from gateway.events import parse_event
+from gateway.store import DueDelivery, Store
+from tests.conftest import GatewayClient
+from tests.delivery.conftest import MakeSink
+from tests.delivery.support import (
+    PATH,
+    attempts,
+    payload,
+    rows,
+    stays,
+    wait_for,
+    wait_status,
+)
+from tests.helpers import AUTH, base_config, free_port, run_cli, write_config
+
+
+def http(url: str, **delivery: Any) -> dict[str, Any]:
+    destination: dict[str, Any] = {"type": "http", "url": url}
+    if delivery:
+        destination["delivery"] = delivery
+    return destination
+
+
+def to(*destinations: str) -> list[dict[str, Any]]:
+    return [{"name": "all", "to": list(destinations)}]
+
+
+async def accept(client: Any, raw: bytes) -> None:
+    response = await client.post(PATH, data=raw, headers=AUTH)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "accepted"
+
+
+# ------------------------------------------------------------------- retries and dead letters
+async def test_500_503_200_is_delivered_exactly_once(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(responses=[500, 503], default=200)
+    client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
+    raw = payload("retry-1")
+    await accept(client, raw)
+    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
+    assert attempts(tmp_path / "gateway.db") == [
+        (1, "retry", "http_5xx", 500),
+        (2, "retry", "http_5xx", 503),
+        (3, "delivered", None, 200),
+    ]
+    assert rows(tmp_path / "gateway.db", "SELECT status, attempts, reason FROM deliveries") == [
+        ("delivered", 3, None)
+    ]
+    await stays(sink, 3, 0.5)  # longer than backoff.max: nothing more is sent
+    assert sink.answers == [500, 503, 200]
+    # every attempt carries the original bytes and the same idempotency key
+    assert {r.body for r in sink.received} == {raw}
+    assert {r.headers["Idempotency-Key"] for r in sink.received} == {"retry-1"}
+
+
+async def test_400_is_dead_after_one_attempt_and_listed_as_dead(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(responses=[400], default=200)
+    client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
+    await accept(client, payload("bad-1"))
+    await wait_status(tmp_path / "gateway.db", "dead", within=5)
+    await stays(sink, 1, 0.4)
+    assert attempts(tmp_path / "gateway.db") == [(1, "dead", "http_400", 400)]
+
+    config = str(tmp_path / "config.yaml")
+    listed = await asyncio.to_thread(
+        run_cli, "deliveries", "list", "-c", config, "--status", "dead", "--json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["status"] == "dead"
+    assert row["reason"] == "http_400"
+    assert row["attempts"] == 1
+    assert row["destination"] == "svc"
+    assert row["dedupe_key"] == "bad-1"
+    delivered = await asyncio.to_thread(
+        run_cli, "deliveries", "list", "-c", config, "--status", "delivered", "--json"
+    )
+    assert json.loads(delivered.stdout) == []
+
+
+async def test_always_failing_destination_dies_of_max_attempts(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(default=503)
+    client = await gateway(destinations={"svc": http(sink.url, max_attempts=3)}, rules=to("svc"))
+    await accept(client, payload("tired-1"))
+    await wait_status(tmp_path / "gateway.db", "dead", within=5)
+    assert rows(tmp_path / "gateway.db", "SELECT attempts, reason FROM deliveries") == [
+        (3, "max_attempts (http_5xx)")
+    ]
+    await stays(sink, 3, 0.4)
+
+
+# ----------------------------------------------------------------------------- Retry-After
+async def test_429_retry_after_delays_the_next_attempt(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(responses=[(429, {"Retry-After": "1"}, "slow down")], default=200)
+    backoff = {"initial": "50ms", "max": "5s", "multiplier": 2, "jitter": 0}
+    client = await gateway(destinations={"svc": http(sink.url, backoff=backoff)}, rules=to("svc"))
+    await accept(client, payload("limited-1"))
+    first, second = await sink.wait_for(2, timeout=5)
+    gap = second.at - first.at
+    assert 0.98 <= gap <= 2.5, gap  # not the 50 ms backoff: the server's 1 s floor
+    await wait_status(tmp_path / "gateway.db", "delivered", within=3)
+    assert attempts(tmp_path / "gateway.db") == [
+        (1, "retry", "http_429", 429),
+        (2, "delivered", None, 200),
+    ]
+
+
+async def test_retry_after_is_capped_at_backoff_max(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    # backoff.max is 200 ms (base config): a 30 s Retry-After waits 200 ms, not 50 ms, not 30 s
+    sink = await scripted(responses=[(503, {"Retry-After": "30"}, "busy")], default=200)
+    client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
+    await accept(client, payload("capped-1"))
+    first, second = await sink.wait_for(2, timeout=5)
+    assert 0.19 <= second.at - first.at <= 1.0
+    await wait_status(tmp_path / "gateway.db", "delivered", within=3)
+
+
+# ----------------------------------------------------------------------- timeouts, outages
+async def test_timeout_is_retried(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(delay=0.8, default=200)
+    client = await gateway(destinations={"svc": http(sink.url, timeout="300ms")}, rules=to("svc"))
+    await accept(client, payload("slow-1"))
+    await sink.wait_for(1, timeout=5)
+    sink.delay = 0  # the next attempt gets a prompt answer
+    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
+    assert attempts(tmp_path / "gateway.db") == [
+        (1, "retry", "timeout", None),
+        (2, "delivered", None, 200),
+    ]
+    (duration,) = rows(tmp_path / "gateway.db", "SELECT duration FROM attempts WHERE number = 1")[0]
+    assert 0.25 <= duration < 0.75  # the destination's 300 ms, not the 2 s default
+    assert len(sink.received) == 2
+
+
+async def test_destination_down_then_up_is_delivered(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens here yet: connection refused
+    url = f"http://127.0.0.1:{port}/hook"
+    client = await gateway(
+        destinations={"svc": http(url, max_attempts=1000, max_age="1h")}, rules=to("svc")
+    )
+    db = tmp_path / "gateway.db"
+    await accept(client, payload("outage-1"))
+    await wait_for(lambda: len(attempts(db)) >= 5, within=5, what="5 refused attempts")
+    assert {a[1:] for a in attempts(db)} == {("retry", "connection", None)}
+    assert rows(db, "SELECT status FROM deliveries") == [("pending",)]
+    sink = await scripted(port=port, default=200)
+    await wait_status(db, "delivered", within=5)
+    history = attempts(db)
+    assert history[-1][1:] == ("delivered", None, 200)
+    assert all(a[1:3] == ("retry", "connection") for a in history[:-1])
+    assert [a[0] for a in history] == list(range(1, len(history) + 1))
+    await stays(sink, 1, 0.3)
+    assert sink.ids() == ["outage-1"]
+
+
+# ---------------------------------------------------------------------------------- order
+async def test_ordered_journey_waits_for_its_failing_head(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(by_event={"a1": [500, 500]}, default=200)
+    backoff = {"initial": "250ms", "max": "250ms", "multiplier": 2, "jitter": 0}
+    client = await gateway(destinations={"svc": http(sink.url, backoff=backoff)}, rules=to("svc"))
+    for event_id, journey in (("a1", "J-A"), ("a2", "J-A"), ("a3", "J-A"), ("b1", "J-B")):
+        await accept(client, payload(event_id, journey))
+    await wait_status(tmp_path / "gateway.db", "delivered", count=4, within=5)
+    ids = sink.ids()
+    assert ids.count("a1") == 3
+    assert sorted(ids) == ["a1", "a1", "a1", "a2", "a3", "b1"]
+    # journey A strictly in received order; nothing of it overtakes its retrying head
+    assert [i for i in ids if i.startswith("a")] == ["a1", "a1", "a1", "a2", "a3"]
+    assert [i for i in sink.accepted_ids() if i.startswith("a")] == ["a1", "a2", "a3"]
+    # journey B is not held back by journey A's failures
+    last_a1 = max(n for n, i in enumerate(ids) if i == "a1")
+    assert ids.index("b1") < last_a1
+
+
+async def test_unordered_destination_does_not_hold_the_journey_back(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(by_event={"a1": [500, 500]}, default=200)
+    backoff = {"initial": "250ms", "max": "250ms", "multiplier": 2, "jitter": 0}
+    client = await gateway(
+        destinations={"svc": http(sink.url, backoff=backoff, ordered=False)}, rules=to("svc")
+    )
+    for event_id in ("a1", "a2", "a3"):
+        await accept(client, payload(event_id, "J-A"))
+    await wait_status(tmp_path / "gateway.db", "delivered", count=3, within=5)
+    ids = sink.ids()
+    last_a1 = max(n for n, i in enumerate(ids) if i == "a1")
+    assert ids.index("a2") < last_a1
+    assert ids.index("a3") < last_a1
+    assert sink.accepted_ids()[-1] == "a1"
+
+
+# ------------------------------------------------------------------------------- fan-out
+@pytest.mark.parametrize(
+    ("script", "final", "reason", "bad_requests"),
+    [
+        ([400], "dead", "http_400", 1),
+        ([503, 503], "delivered", None, 3),
+        ([503, 503, 503], "dead", "max_attempts (http_5xx)", 3),
+    ],
+    ids=["permanent", "for-a-while", "until-max-attempts"],
+)
+async def test_each_destination_has_its_own_fate(
+    gateway: GatewayClient,
+    scripted: MakeSink,
+    tmp_path: Path,
+    script: list[int],
+    final: str,
+    reason: str | None,
+    bad_requests: int,
+) -> None:
+    good = await scripted(default=200)
+    bad = await scripted(responses=script, default=200)
+    client = await gateway(
+        destinations={"good": http(good.url), "bad": http(bad.url, max_attempts=3)},
+        rules=to("good", "bad"),
+    )
+    db = tmp_path / "gateway.db"
+    await accept(client, payload("fan-1"))
+    await wait_status(db, final, destination="bad", within=5)
+    await wait_status(db, "delivered", destination="good", within=5)
+    await stays(good, 1, 0.5)
+    assert len(bad.received) == bad_requests
+    assert rows(db, "SELECT destination, status, reason FROM deliveries ORDER BY destination") == [
+        ("bad", final, reason),
+        ("good", "delivered", None),
+    ]
+    assert attempts(db, "good") == [(1, "delivered", None, 200)]
+
+
+# ------------------------------------------------------------------ lanes and rate limits
+async def test_slow_destination_does_not_delay_another(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    slow = await scripted(delay=1.0, default=200)
+    fast = await scripted(default=200)
+    client = await gateway(
+        destinations={"slow": http(slow.url, concurrency=1), "fast": http(fast.url)},
+        rules=to("slow", "fast"),
+        delivery={"timeout": "5s"},
+    )
+    started = time.time()
+    for n in range(3):
+        await accept(client, payload(f"lane-{n}", f"J-{n}"))
+    await fast.wait_for(3, timeout=5)
+    assert fast.received[-1].at - started < 0.8
+    assert len(slow.received) <= 1  # one at a time, and the first is still being answered
+    await slow.wait_for(3, timeout=6)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(slow.received)]
+    assert all(gap >= 0.95 for gap in gaps), gaps
+    await wait_status(tmp_path / "gateway.db", "delivered", count=6, within=3)
+
+
+async def test_rate_limit_spaces_deliveries(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(default=200)
+    client = await gateway(destinations={"svc": http(sink.url, rate_limit="5/s")}, rules=to("svc"))
+    for n in range(5):
+        await accept(client, payload(f"rate-{n}", f"J-{n}"))  # different journeys: no ordering
+    received = await sink.wait_for(5, timeout=5)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
+    assert all(0.18 <= gap <= 0.6 for gap in gaps), gaps
+    assert 0.75 <= received[-1].at - received[0].at <= 1.6
+    await wait_status(tmp_path / "gateway.db", "delivered", count=5, within=3)
+
+
+# ------------------------------------------------------------ a stale read must not resend
+# (a regression test: before the engine remembered ids finished during a `due` query, the
+# delivery below was sent twice, and the same race duplicated deliveries in the tests above
+# now and then)
+class SlowReadStore(Store):
+    """The real SQLite store whose due() answers late, as a busy disk or a long read would:
+    its result then describes the outbox as it was when the read began."""
+
+    read_delay = 0.25
+
+    async def due(
+        self, destination: str, now: float, limit: int, ordered: bool
+    ) -> list[DueDelivery]:
+        found = await super().due(destination, now, limit, ordered)
+        await asyncio.sleep(self.read_delay)
+        return found
+
+
+async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
+    tmp_path: Path, scripted: MakeSink
+) -> None:
+    sink = await scripted(delay=0.2, default=200)
+    config = load_config(
+        write_config(
+            tmp_path,
+            base_config(tmp_path, destinations={"svc": http(sink.url)}, rules=to("svc")),
+        )
+    )
+    store = SlowReadStore(tmp_path / "slow.db")
+    await store.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = DeliveryEngine(
+                store,
+                destinations=lambda: dict(config.destinations),
+                default_policy=lambda: config.delivery,
+                session=session,
+            )
+            engine.start()
+            try:
+                event = parse_event(payload("once-1"))
+                await store.accept(event, [("svc", "all")], ["all"], None, {})
+                engine.wake()
+                await sink.wait_for(1, timeout=5)
+                # a dispatch pass that begins while the attempt is on the wire (new work
+                # arriving, a scheduled retry elsewhere, the poll) and ends after it is recorded
+                await asyncio.sleep(0.1)
+                engine.wake()
+                await wait_for(
+                    lambda: (
+                        rows(tmp_path / "slow.db", "SELECT status FROM deliveries")
+                        == [("delivered",)]
+                    ),
+                    within=5,
+                )
+                await stays(sink, 1, 0.8)
+            finally:
+                await engine.stop(1.0)
+    finally:
+        await store.close()
+    assert attempts(tmp_path / "slow.db") == [(1, "delivered", None, 200)]
+
+
+# ------------------------------------------------------------------------------- the CLI
+async def test_deliveries_show_accepts_json_flag_with_attempt_history(
+    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+) -> None:
+    sink = await scripted(responses=[503], default=200)
+    client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
+    await accept(client, payload("shown-1"))
+    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
+    (delivery_id,) = rows(tmp_path / "gateway.db", "SELECT id FROM deliveries")[0]
+    shown = await asyncio.to_thread(
+        run_cli,
+        "deliveries",
+        "show",
+        "-c",
+        str(tmp_path / "config.yaml"),
+        str(delivery_id),
+        "--json",
+    )
+    assert shown.returncode == 0, shown.stderr
+    history = json.loads(shown.stdout)["attempt_history"]
+    assert [(h["number"], h["outcome"], h["status_code"]) for h in history] == [
+        (1, "retry", 503),
+        (2, "delivered", 200),
+    ]
