@@ -136,12 +136,15 @@ def _check_headers(headers: Mapping[str, str], expected: tuple[HeaderCredential,
 def authenticate(
     config: AuthConfig, headers: Mapping[str, str], peer: str | None
 ) -> IPAddress | None:
-    """Admit or refuse one request; returns the client address. Raises AuthError.
+    """Admit or refuse one request; returns the client address when an allowlist or trusted
+    proxies make it matter (else None: the peer is the client). Raises AuthError.
 
     The IP allowlist is checked first (403 wins over 401), then any configured credential
     passes.
     """
-    client = client_address(peer, headers.get("X-Forwarded-For"), config.trusted_proxies)
+    client = None
+    if config.allow_ips or config.trusted_proxies:  # parsing addresses costs; skip if unused
+        client = client_address(peer, headers.get("X-Forwarded-For"), config.trusted_proxies)
     if config.allow_ips and (client is None or not _in_any(client, config.allow_ips)):
         raise AuthError("ip_denied")
     if not config.has_credentials:

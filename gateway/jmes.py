@@ -66,6 +66,15 @@ def _compile_node(node: dict[str, Any]) -> Evaluate:
     if kind == "comparator" and len(children) == 2:
         left, right = children
         compare = _COMPARATORS[node["value"]]
+        literal = _string_literal(node["children"])
+        if literal is not None and node["value"] in ("eq", "ne"):
+            # against a string or null literal JMESPath equality is Python equality (the 0/1
+            # versus true/false special case needs a number on one side)
+            side, constant = literal
+            other = children[1 - side]
+            if node["value"] == "eq":
+                return lambda v: other(v) == constant
+            return lambda v: other(v) != constant
         if node["value"] in ("eq", "ne"):
             return lambda v: compare(left(v), right(v))
 
@@ -103,6 +112,15 @@ def _compile_node(node: dict[str, Any]) -> Evaluate:
 
         return negate
     return lambda v: _INTERPRETER.visit(node, v)
+
+
+def _string_literal(children: list[Any]) -> tuple[int, Any] | None:
+    for side, child in enumerate(children):
+        if child.get("type") == "literal" and (
+            child["value"] is None or isinstance(child["value"], str)
+        ):
+            return side, child["value"]
+    return None
 
 
 @lru_cache(maxsize=4096)

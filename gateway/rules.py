@@ -8,6 +8,7 @@ rule matched, `unmatched` (if any) receives it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,26 @@ class Routing:
 UNMATCHED = "(unmatched)"
 
 
+class RuleSet(tuple[Rule, ...]):
+    """The rules in order, indexed by event type, so an event is only tried against the rules
+    that can match it (most rules filter on `events`)."""
+
+    _by_type: dict[str, tuple[Rule, ...]]
+    _untyped: tuple[Rule, ...]
+
+    def __new__(cls, rules: Iterable[Rule] = ()) -> RuleSet:
+        self = super().__new__(cls, tuple(rules))
+        named = {name for rule in self if rule.events for name in rule.events}
+        self._by_type = {
+            name: tuple(r for r in self if r.events is None or name in r.events) for name in named
+        }
+        self._untyped = tuple(r for r in self if r.events is None)
+        return self
+
+    def for_type(self, event_type: str) -> tuple[Rule, ...]:
+        return self._by_type.get(event_type, self._untyped)
+
+
 def rule_matches(rule: Rule, event_type: str, document: Any) -> bool:
     if rule.events is not None and event_type not in rule.events:
         return False
@@ -67,7 +88,8 @@ def match_rules(
     """The hot path: (destination, rule) pairs in first-chosen order, and the matched rules."""
     chosen: dict[str, str] = {}
     matched: list[str] = []
-    for rule in rules:
+    candidates = rules.for_type(event_type) if isinstance(rules, RuleSet) else rules
+    for rule in candidates:
         if rule_matches(rule, event_type, document):
             matched.append(rule.name)
             for name in rule.to:

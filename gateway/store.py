@@ -88,9 +88,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: indexes that cost ingest more than they save the CLI (measured: bench/RESULTS.md);
+    # dead deliveries (few, and what operators look for) get a partial index instead
+    """
+    DROP INDEX events_type;
+    DROP INDEX deliveries_status;
+    CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE status = 'dead';
+    """,
 )
 
 MAX_BATCH = 2048
+
+Job = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]"]
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 # ---------------------------------------------------------------------------------- records
@@ -305,43 +315,54 @@ class _Writer:
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                 self._loop.call_soon_threadsafe(_resolve, outcomes)
 
-    def _commit(
-        self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        conn = self._conn
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    def _commit(self, batch: list[Job]) -> list[Outcome]:
+        """One transaction for the whole batch. Jobs run without savepoints (they cost as much
+        as the inserts); if one job fails, the batch is rolled back and every job is run
+        again in a transaction of its own, so only the failing one gets the error."""
         try:
-            if conn is None:
-                conn = self._conn = _connect(self._path, self._busy_timeout, self._max_size)
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = fn(conn)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO job")
-                    outcomes.append((future, None, _store_error(exc)))
-                except Exception as exc:  # a bug in one job must not sink the batch
-                    conn.execute("ROLLBACK TO job")
-                    outcomes.append((future, None, exc))
-                else:
-                    outcomes.append((future, result, None))
-                conn.execute("RELEASE job")
-            conn.execute("COMMIT")
-            self.batches += 1
-            self.jobs += len(batch)
+            if self._conn is None:
+                self._conn = _connect(self._path, self._busy_timeout, self._max_size)
+            conn = self._conn
+            try:
+                return self._transaction(conn, batch)
+            except _JobFailed:
+                return [o for job in batch for o in self._transaction(conn, [job])]
         except sqlite3.Error as exc:
-            error = _store_error(exc)
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if error.reason not in ("locked", "full"):
-                    # I/O error, corruption, read-only: reopen on the next batch
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.close()
-                    self._conn = None
-            return [(future, None, error) for _, future in batch]
+            return self._fail_all(batch, exc)
+
+    def _transaction(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[Outcome] = []
+        for fn, future in jobs:
+            try:
+                outcomes.append((future, fn(conn), None))
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                if len(jobs) > 1:
+                    raise _JobFailed from exc
+                error = _store_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                return [(future, None, error)]
+        conn.execute("COMMIT")
+        self.batches += 1
+        self.jobs += len(jobs)
         return outcomes
+
+    def _fail_all(self, batch: list[Job], exc: sqlite3.Error) -> list[Outcome]:
+        error = _store_error(exc)
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if error.reason not in ("locked", "full"):
+                # I/O error, corruption, read-only: reopen on the next batch
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                self._conn = None
+        return [(future, None, error) for _, future in batch]
+
+
+class _JobFailed(Exception):
+    """One job of a batch raised; the batch was rolled back."""
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -49,7 +49,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.events import parse_event
 from gateway.jmes import body_fields, compile_expression, describe_error
 from gateway.render import template_expressions
-from gateway.rules import Rule
+from gateway.rules import Rule, RuleSet
 from gateway.secret import Secret, register
 
 DEFAULT_CONFIG = "config.yaml"
@@ -348,7 +348,7 @@ class _Loader:
             logging=logging_config,
             delivery=delivery,
             destinations=destinations,
-            rules=tuple(rules),
+            rules=RuleSet(rules),
             unmatched=unmatched,
             files=tuple(Path(s.file) for s in self.sources),
             rules_patterns=tuple(patterns),
