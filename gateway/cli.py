@@ -20,7 +20,7 @@ from gateway.config.units import parse_duration
 from gateway.errors import ConfigError, PayloadError, StoreError
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
-from gateway.secret import redact
+from gateway.secret import redact, redact_json
 from gateway.store import Store
 
 
@@ -29,7 +29,7 @@ def _print(text: str = "") -> None:
 
 
 def _print_json(value: Any) -> None:
-    print(redact(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+    print(json.dumps(json.loads(redact_json(value)), indent=2, ensure_ascii=False))
 
 
 def _time(value: float | None) -> str:

@@ -117,6 +117,7 @@ class Lane:
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None))
     busy: int = 0
+    retiring: int = 0  # exit sentinels queued but not yet taken (concurrency lowered)
 
     @property
     def capacity(self) -> int:
@@ -160,6 +161,7 @@ class DeliveryEngine:
         self._stopping = False
         # outcomes waiting to be recorded: written together, one store job per batch
         self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._retired: list[asyncio.Task[None]] = []  # workers of lanes removed by a reload
         self._recorder: asyncio.Task[None] | None = None
 
     def wake(self, destinations: Iterable[str] | None = None) -> None:
@@ -179,10 +181,6 @@ class DeliveryEngine:
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="delivery-dispatcher")
 
-    @property
-    def in_flight(self) -> int:
-        return sum(lane.busy for lane in self._lanes.values())
-
     async def stop(self, grace: float) -> None:
         """Stop dispatching; give attempts in progress `grace` seconds, then cancel them.
         Whatever did not finish stays pending in the store and resumes on the next start."""
@@ -193,7 +191,7 @@ class DeliveryEngine:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-        workers: list[asyncio.Task[None]] = []
+        workers: list[asyncio.Task[None]] = [w for w in self._retired if not w.done()]
         for lane in self._lanes.values():
             while not lane.queue.empty():
                 job = lane.queue.get_nowait()
@@ -277,32 +275,40 @@ class DeliveryEngine:
             if lane.limiter.interval != RateLimiter(destination.policy.rate_limit).interval:
                 lane.limiter = RateLimiter(destination.policy.rate_limit)
             lane.workers = [w for w in lane.workers if not w.done()]
+            active = len(lane.workers) - lane.retiring
             wanted = destination.policy.concurrency
-            while len(lane.workers) < wanted:
+            for _ in range(wanted - active):
                 lane.workers.append(asyncio.create_task(self._work(lane), name=f"deliver-{name}"))
-            for _ in range(len(lane.workers) - wanted):
-                lane.queue.put_nowait(None)  # a worker that takes this exits
-                lane.workers.pop()
+            for _ in range(active - wanted):
+                lane.retiring += 1
+                lane.queue.put_nowait(None)  # whichever worker takes this exits
         # a destination removed by a reload: its lane stops; its deliveries stay pending
         for name in list(self._lanes):
             if name not in destinations:
                 lane = self._lanes.pop(name)
+                self._retired.extend(lane.workers)
                 for _ in lane.workers:
                     lane.queue.put_nowait(None)
 
     async def _expire(self, now: float) -> None:
         ages = {name: d.policy.max_age for name, d in self._destinations().items()}
-        expired = await self._store.expire(ages, self._default_policy().max_age, now)
-        if expired:
+        expired = await self._store.expire(
+            ages, self._default_policy().max_age, now, in_flight=set(self._inflight)
+        )
+        for destination, count in expired.items():
             log.warning(
-                "deliveries expired", extra={"fields": {"count": expired, "reason": "max_age"}}
+                "deliveries expired",
+                extra={"fields": {"destination": destination, "count": count, "reason": "max_age"}},
             )
+            if self._metrics is not None:
+                self._metrics.deliveries.labels(destination, "dead").inc(count)
 
     # ---- attempts ----------------------------------------------------------------------
     async def _work(self, lane: Lane) -> None:
         while True:
             job = await lane.queue.get()
             if job is None:
+                lane.retiring = max(0, lane.retiring - 1)
                 return
             lane.busy += 1
             try:
@@ -348,18 +354,29 @@ class DeliveryEngine:
         return future
 
     async def _write_records(self) -> None:
+        delay = 0.1
         while self._records:
             batch, self._records = self._records, []
             try:
                 await self._store.record([record for record, _ in batch])
             except StoreError as exc:
-                for _, future in batch:
-                    if not future.done():  # its worker may have been cancelled at shutdown
-                        future.set_exception(exc)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                # An outcome that cannot be stored must not be forgotten: its delivery would
+                # look untouched and be sent again at once. Keep it (and the delivery in
+                # flight) and retry until the store takes it.
+                log_fields(
+                    log,
+                    logging.ERROR,
+                    "cannot record attempts; retrying",
+                    {"reason": exc.reason, "waiting": len(batch)},
+                )
+                self._records[:0] = batch
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            for _, future in batch:
+                if not future.done():  # its worker may have been cancelled at shutdown
+                    future.set_result(None)
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""

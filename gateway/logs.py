@@ -7,7 +7,6 @@ Callers attach fields with `extra={"fields": {...}}`.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import sys
 import threading
@@ -18,7 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from gateway.secret import redact
+from gateway.secret import redact, redact_json
 
 #: set by handlers that write their own log line, so the access log skips the request
 LOGGED = web.RequestKey("logged", bool)
@@ -47,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         }
         if fields:
             entry.update(fields)
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+        return redact_json(entry)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = dict(getattr(record, "fields", None) or {})

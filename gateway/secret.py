@@ -6,7 +6,9 @@ registered here; log lines, `check` output and error texts pass through `redact`
 
 from __future__ import annotations
 
+import json
 import threading
+from typing import Any
 
 MASK = "****"
 
@@ -38,25 +40,46 @@ class Secret:
 
 
 _lock = threading.Lock()
-_known: frozenset[str] = frozenset()
-# Short values would mask ordinary words in logs ("true", port numbers); they are still
-# never printed on purpose, but only values of 4+ characters are scrubbed from free text.
+_known: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
+_escaped: tuple[str, ...] = ()  # their JSON-escaped forms, for the pre-check of JSON text
+# Very short values would mask ordinary words; they are never printed on purpose, but only
+# values of 4+ characters are scrubbed from free text.
 _MIN_SCRUB = 4
 
 
 def register(*values: str) -> None:
-    global _known
-    fresh = {v for v in values if len(v) >= _MIN_SCRUB}
-    if fresh - _known:
+    global _known, _escaped
+    fresh = {str(v) for v in values if len(v) >= _MIN_SCRUB} - set(_known)
+    if fresh:
         with _lock:
-            _known = _known | fresh
+            known = sorted(set(_known) | fresh, key=len, reverse=True)
+            _known = tuple(known)
+            _escaped = tuple({json.dumps(v, ensure_ascii=False)[1:-1] for v in known} | set(known))
 
 
 def redact(text: str) -> str:
-    known = _known
-    if not known:
-        return text
-    for value in sorted(known, key=len, reverse=True):
+    for value in _known:
         if value in text:
             text = text.replace(value, MASK)
     return text
+
+
+def redact_json(value: Any) -> str:
+    """JSON text of `value` with secrets masked inside string values only, so the output
+    stays valid JSON and keys and literals (true, numbers) are never touched."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if not any(secret in text for secret in _escaped):
+        return text
+    return json.dumps(_redact_strings(value), default=str, ensure_ascii=False)
+
+
+def _redact_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_strings(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_strings(item) for item in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact(str(value))

@@ -1,9 +1,9 @@
 """The SQLite store: the only module with SQL. Does I/O.
 
 Writes go through one writer thread that practices *group commit*: it takes whatever jobs
-are queued the moment it is free, runs them in one transaction (each inside a savepoint so
-one bad job cannot sink the others), commits once with `synchronous=FULL`, and only then
-resolves every waiting future. A webhook's 200 is sent after that commit; under load many
+are queued the moment it is free, runs them in one transaction, commits once with
+`synchronous=FULL`, and only then resolves every waiting future. If one job fails, the batch
+is rolled back and its jobs rerun one transaction each, so only the failing job fails. A webhook's 200 is sent after that commit; under load many
 requests share one fsync instead of paying one each. Reads use aiosqlite on a second
 connection (WAL lets them run beside the writer), so `serve` and the CLI share this module
 and can use the same database at the same time.
@@ -326,9 +326,16 @@ class _Writer:
             try:
                 return self._transaction(conn, batch)
             except _JobFailed:
-                return [o for job in batch for o in self._transaction(conn, [job])]
+                pass
         except sqlite3.Error as exc:
             return self._fail_all(batch, exc)
+        done: list[Outcome] = []
+        for position, job in enumerate(batch):
+            try:
+                done += self._transaction(conn, [job])
+            except sqlite3.Error as exc:  # jobs already committed keep their answer
+                return done + self._fail_all(batch[position:], exc)
+        return done
 
     def _transaction(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
         conn.execute("BEGIN IMMEDIATE")
@@ -342,6 +349,9 @@ class _Writer:
                     raise _JobFailed from exc
                 error = _store_error(exc) if isinstance(exc, sqlite3.Error) else exc
                 return [(future, None, error)]
+            except BaseException:
+                conn.execute("ROLLBACK")  # leave no transaction open for the next batch
+                raise
         conn.execute("COMMIT")
         self.batches += 1
         self.jobs += len(jobs)
@@ -527,24 +537,44 @@ class Store:
         now = time.time()
         await self.write(lambda conn: _record_attempts(conn, records, now))
 
-    async def expire(self, max_age: dict[str, float], default_max_age: float, now: float) -> int:
-        """Pending deliveries past their destination's max_age become dead (reason max_age)."""
+    async def expire(
+        self,
+        max_age: dict[str, float],
+        default_max_age: float,
+        now: float,
+        in_flight: set[int] | None = None,
+    ) -> dict[str, int]:
+        """Pending deliveries past their destination's max_age become dead (reason max_age);
+        those with an attempt in flight are left to that attempt. Counts per destination."""
+        skip = sorted(in_flight or ())
+        skip_clause = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
 
-        def run(conn: sqlite3.Connection) -> int:
-            total = 0
-            for destination, age in max_age.items():
-                total += conn.execute(
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            expired: dict[str, int] = {}
+            stale = [(destination, now - age) for destination, age in max_age.items()]
+            for destination, cutoff in stale:
+                count = conn.execute(
+                    "UPDATE deliveries SET status = 'dead', reason = 'max_age', updated_at = ?"
+                    " WHERE status = 'pending' AND destination = ? AND queued_at < ?" + skip_clause,
+                    (now, destination, cutoff, *skip),
+                ).rowcount
+                if count:
+                    expired[destination] = count
+            # destinations no longer configured (removed by a reload) use the default max_age
+            placeholders = ",".join("?" * len(max_age)) or "''"
+            rows = conn.execute(
+                "SELECT destination, count(*) FROM deliveries WHERE status = 'pending'"
+                f" AND destination NOT IN ({placeholders}) AND queued_at < ? GROUP BY destination",
+                (*max_age, now - default_max_age),
+            ).fetchall()
+            for destination, count in rows:
+                conn.execute(
                     "UPDATE deliveries SET status = 'dead', reason = 'max_age', updated_at = ?"
                     " WHERE status = 'pending' AND destination = ? AND queued_at < ?",
-                    (now, destination, now - age),
-                ).rowcount
-            placeholders = ",".join("?" * len(max_age)) or "''"
-            total += conn.execute(
-                "UPDATE deliveries SET status = 'dead', reason = 'max_age', updated_at = ?"
-                f" WHERE status = 'pending' AND destination NOT IN ({placeholders}) AND queued_at < ?",
-                (now, *max_age, now - default_max_age),
-            ).rowcount
-            return total
+                    (now, destination, now - default_max_age),
+                )
+                expired[destination] = count
+            return expired
 
         return await self.write(run)
 

@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -61,7 +62,8 @@ ENV_CONFIG = "IDWISE_GATEWAY_CONFIG"
 #: keys whose values are credentials whether or not they came from ${...}
 SECRET_KEYS = frozenset({"password", "token", "secret", "value", "url"})
 #: containers whose every value is a credential (bearer tokens, HTTP headers, script env)
-SECRET_CONTAINERS = frozenset({"bearer", "headers", "env"})
+SECRET_CONTAINERS = frozenset({"headers", "env"})
+_SECRET_NAME = re.compile(r"auth|token|key|secret|pass|sign|credential|cookie", re.I)
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -145,8 +147,11 @@ class _Loader:
             self.error(source, path, str(exc))
             self.unresolved.add((source.file, path))
             return value
-        if _is_secret_path(path) or value.lstrip().startswith("${file:"):
+        if _is_secret_value(path, text) or value.lstrip().startswith("${file:"):
             register(text, *substituted)
+        # values from the environment or files are secret wherever they are used (a script
+        # argument, a body template); defaults written in the file itself are not
+        register(*(item for item in substituted if item not in value and len(item) >= 6))
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
         return text
@@ -603,7 +608,20 @@ class _Loader:
 def _is_secret_path(path: KeyPath) -> bool:
     if path and path[-1] in SECRET_KEYS:
         return True
-    return len(path) >= 2 and path[-2] in SECRET_CONTAINERS
+    if len(path) >= 2 and path[-2] == "bearer":
+        return True
+    # HTTP headers and script env: secret when the name says so (Authorization, X-Api-Key,
+    # SIGNING_SECRET...), not `Content-Type: application/json` or `LEVEL: info`
+    return (
+        len(path) >= 2
+        and path[-2] in SECRET_CONTAINERS
+        and bool(_SECRET_NAME.search(str(path[-1])))
+    )
+
+
+def _is_secret_value(path: KeyPath, value: str) -> bool:
+    # a long literal script env value is likely a credential whatever its name
+    return _is_secret_path(path) or (len(path) >= 2 and path[-2] == "env" and len(value) >= 12)
 
 
 def _split_key(key: str) -> KeyPath:

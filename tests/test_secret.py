@@ -1,0 +1,68 @@
+"""The one redaction point: secrets masked in free text and inside JSON without breaking it."""
+
+import json
+from pathlib import Path
+
+from gateway.secret import MASK, Secret, redact, redact_json, register
+from tests.helpers import base_config, run_cli, write_config
+
+
+def test_secret_repr_never_shows_the_value() -> None:
+    secret = Secret("hunter2-hunter2")
+    assert "hunter2" not in repr(secret)
+    assert "hunter2" not in str(secret)
+    assert "hunter2" not in f"{secret}"
+    assert secret.reveal() == "hunter2-hunter2"
+
+
+def test_secret_with_quotes_and_backslashes_is_masked_in_json() -> None:
+    awkward = 'pa"ss\\wörd-1-zz'
+    register(awkward)
+    text = redact_json({"msg": f"login with {awkward} failed", "n": 1, "ok": True})
+    assert awkward not in text
+    assert json.dumps(awkward)[1:-1] not in text
+    decoded = json.loads(text)
+    assert decoded == {"msg": f"login with {MASK} failed", "n": 1, "ok": True}
+
+
+def test_json_keys_and_literals_are_never_touched() -> None:
+    register("level-secret-value")
+    text = redact_json({"level": "info", "watch": True, "count": 4, "x": "level-secret-value"})
+    assert json.loads(text) == {"level": "info", "watch": True, "count": 4, "x": MASK}
+
+
+def test_longer_secret_masked_whole_when_it_contains_a_shorter_one() -> None:
+    register("abcd-1234", "abcd-1234-efgh-5678")
+    assert redact("token abcd-1234-efgh-5678 end") == f"token {MASK} end"
+
+
+def test_env_values_in_script_arguments_and_short_env_settings(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        destinations={
+            "run": {
+                "type": "script",
+                "command": ["/bin/true", "--key", "${SCRIPT_ARG_KEY}"],
+                "env": {"LEVEL": "info", "DRY": "true", "API_TOKEN": "tok-lit-77"},
+            }
+        },
+        rules=[{"name": "all", "to": ["run"]}],
+    )
+    path = write_config(tmp_path, config)
+    result = run_cli(
+        "route",
+        "-c",
+        str(path),
+        "--json",
+        "-",
+        stdin=b'{"event": "Finished Journey", "body": {"eventId": "e1"}}',
+        env={"SCRIPT_ARG_KEY": "argsecret-5150"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "argsecret-5150" not in result.stdout
+    assert "tok-lit-77" not in result.stdout
+    output = json.loads(result.stdout)  # still valid JSON
+    env = output["rendered"]["run"]["env"]
+    assert env["LEVEL"] == "info"
+    assert env["DRY"] == "true"
+    assert output["rules"][0]["matched"] is True
