@@ -260,7 +260,10 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
         while True:
             await reload_requested.wait()
             reload_requested.clear()  # a burst of SIGHUPs collapses into this one reload
-            await reload_fn("signal")
+            try:
+                await reload_fn("signal")
+            except Exception:  # a reload must never stop later reloads
+                log.exception("reload failed")
 
     async def watcher() -> None:
         current = state.holder.current

@@ -250,7 +250,12 @@ def cmd_events(args: argparse.Namespace) -> int:
     code, rows = _store_command(
         args,
         lambda store, _: store.list_events(
-            event_type=event_type, since=since, journey=args.journey, limit=args.limit
+            event_type=event_type,
+            since=since,
+            journey=args.journey,
+            status=args.status,
+            destination=args.destination,
+            limit=args.limit,
         ),
     )
     if code:
@@ -329,6 +334,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not (args.delivery or args.event or args.dead or since or args.reroute):
         print(
             "say what to replay: --delivery ID, --event ID, --dead [--destination D] or --since T",
+            file=sys.stderr,
+        )
+        return 2
+    if args.reroute and not (args.event or since):
+        print(
+            "--reroute needs --event ID or --since T (it re-evaluates those stored events)",
             file=sys.stderr,
         )
         return 2

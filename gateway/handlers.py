@@ -23,11 +23,15 @@ from gateway.logs import LOGGED, log_fields
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.rules import match_rules
 from gateway.runtime import RuntimeHolder
+from gateway.secret import redact
 from gateway.store import Store
 
 log = logging.getLogger("gateway.webhook")
 
 BODY_TIMEOUT = 10.0  # a client that trickles its body is cut off (slowloris)
+#: requests waiting for a commit; beyond this the store is not keeping up (an fsync stall):
+#: answer 503 at once rather than pile bodies up in memory
+MAX_WAITING_FOR_COMMIT = 4096
 READY_CACHE = 1.0
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id", "Content-Length")
 
@@ -39,6 +43,7 @@ class GatewayState:
     store: Store | None = None
     engine: DeliveryEngine | None = None
     draining: bool = False
+    waiting_for_commit: int = 0
     _ready: tuple[float, bool] = field(default=(0.0, False))
 
     async def store_writable(self) -> bool:
@@ -87,8 +92,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 def _kept_headers(request: web.Request, secret_header_names: set[str]) -> dict[str, str]:
     kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     if "Authorization" in request.headers:
-        scheme = request.headers["Authorization"].split(" ", 1)[0][:16]
-        kept["Authorization"] = f"{scheme} ****"
+        scheme = request.headers["Authorization"].split(" ", 1)[0].lower()
+        kept["Authorization"] = {"basic": "Basic ****", "bearer": "Bearer ****"}.get(scheme, "****")
     for name in secret_header_names:
         if name in request.headers:
             kept[name] = "****"
@@ -154,6 +159,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
     store = state.store
     assert store is not None
     secret_headers = {h.name for h in config.auth.headers}
+    if state.waiting_for_commit >= MAX_WAITING_FOR_COMMIT:
+        metrics.webhook(event.type, "overloaded")
+        return error_response(
+            503, "overloaded", "store is not keeping up; retry", **{"Retry-After": "10"}
+        )
+    state.waiting_for_commit += 1
     try:
         accepted = await store.accept(
             event,
@@ -182,6 +193,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
             f"event not stored ({exc.reason}); retry",
             **{"Retry-After": "10"},
         )
+    finally:
+        state.waiting_for_commit -= 1
     if accepted.status == "accepted" and accepted.delivery_ids and state.engine is not None:
         state.engine.wake(destination for destination, _ in routes)
     metrics.webhook(event.type, accepted.status)
@@ -248,7 +261,7 @@ async def reload_endpoint(request: web.Request) -> web.Response:
         "restart_needed": list(result.restart_needed),
     }
     if not result.ok:
-        body["errors"] = list(result.errors)
+        body["errors"] = [redact(error) for error in result.errors]
     return web.json_response(
         body, status=200 if result.ok else 400, dumps=lambda o: json.dumps(o, ensure_ascii=False)
     )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway.config.load import load_config
@@ -34,8 +33,6 @@ class ReloadResult:
 class RuntimeHolder:
     def __init__(self, config: Config) -> None:
         self.current = config
-        self.loaded_at = time.time()
-        self.last_ok = True
         self._lock = asyncio.Lock()
 
     async def reload(self, source: str) -> ReloadResult:
@@ -44,18 +41,10 @@ class RuntimeHolder:
             try:
                 new = await asyncio.to_thread(load_config, old.file)
             except ConfigError as exc:
-                self.last_ok = False
-                messages = tuple(str(p) for p in exc.problems)
-                for message in messages:
-                    log.error(
-                        "config reload rejected",
-                        extra={"fields": {"problem": message, "source": source}},
-                    )
-                log.error(
-                    "config reload failed; the previous config stays active",
-                    extra={"fields": {"errors": len(messages), "source": source}},
-                )
-                return ReloadResult(False, old.digest, messages)
+                return self._rejected(source, old, tuple(str(p) for p in exc.problems))
+            except Exception as exc:  # e.g. PermissionError on a CA file: keep serving
+                log.exception("config reload failed unexpectedly")
+                return self._rejected(source, old, (f"{old.file}: {type(exc).__name__}: {exc}",))
             restart = tuple(old.restart_only_changes(new))
             for setting in restart:
                 log.warning(
@@ -63,8 +52,6 @@ class RuntimeHolder:
                     extra={"fields": {"setting": setting}},
                 )
             self.current = _keep_restart_only(old, new)
-            self.loaded_at = time.time()
-            self.last_ok = True
             log.info(
                 "config reloaded",
                 extra={
@@ -79,15 +66,25 @@ class RuntimeHolder:
             )
             return ReloadResult(True, new.digest, (), restart, new.digest != old.digest)
 
+    def _rejected(self, source: str, old: Config, messages: tuple[str, ...]) -> ReloadResult:
+        for message in messages:
+            log.error(
+                "config reload rejected",
+                extra={"fields": {"problem": message, "source": source}},
+            )
+        log.error(
+            "config reload failed; the previous config stays active",
+            extra={"fields": {"errors": len(messages), "source": source}},
+        )
+        return ReloadResult(False, old.digest, messages)
+
 
 def _keep_restart_only(old: Config, new: Config) -> Config:
-    """Listener addresses and the storage path cannot change under a running process."""
-    from dataclasses import replace
-
-    server = replace(new.server, host=old.server.host, port=old.server.port)
+    """Listeners, the open store and logging cannot change under a running process: the
+    live config keeps showing the values actually in effect."""
+    server = replace(new.server, host=old.server.host, port=old.server.port, path=old.server.path)
     admin = replace(new.admin, host=old.admin.host, port=old.admin.port)
-    storage = replace(new.storage, path=old.storage.path)
-    return replace(new, server=server, admin=admin, storage=storage)
+    return replace(new, server=server, admin=admin, storage=old.storage, logging=old.logging)
 
 
 def content_digest(files: tuple[Path, ...], patterns: tuple[str, ...]) -> str:

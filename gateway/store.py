@@ -678,12 +678,24 @@ class Store:
         event_type: str | None = None,
         since: float | None = None,
         journey: str | None = None,
+        status: str | None = None,
+        destination: str | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
+        """Newest first. `status` / `destination`: events with such a delivery."""
         where, params = _filters(
             ("event_type = ?", event_type),
             ("received_at >= ?", since),
             ("journey_key = ?", journey),
+            (
+                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id AND s.status = ?)",
+                status,
+            ),
+            (
+                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
+                " AND s.destination = ?)",
+                destination,
+            ),
         )
         rows = await self.read(
             "SELECT e.id, e.dedupe_key, e.event_type, e.journey_key, e.reference_no, e.received_at,"

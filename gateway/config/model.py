@@ -89,8 +89,13 @@ class Config:
         changes = []
         if (self.server.host, self.server.port) != (new.server.host, new.server.port):
             changes.append("server.host/server.port")
+        if self.server.path != new.server.path:
+            changes.append("server.path")
         if (self.admin.host, self.admin.port) != (new.admin.host, new.admin.port):
             changes.append("admin.host/admin.port")
-        if self.storage.path != new.storage.path:
-            changes.append("storage.path")
+        old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)
+        if old_store != (new.storage.path, new.storage.busy_timeout, new.storage.max_size):
+            changes.append("storage.path/busy_timeout/max_size")
+        if self.logging != new.logging:
+            changes.append("logging")
         return changes

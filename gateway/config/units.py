@@ -58,10 +58,3 @@ def parse_rate(value: object) -> tuple[float, float]:
             if count > 0 and per > 0:
                 return count, per
     raise ValueError(f"'{value}' is not a rate; write e.g. 1/s, 30/m or 5/10s")
-
-
-def format_duration(seconds: float) -> str:
-    for unit, factor in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= factor and seconds % factor == 0:
-            return f"{int(seconds // factor)}{unit}"
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"

@@ -8,7 +8,7 @@ values cannot inject headers. SMTP 4xx and connection problems retry; 5xx give u
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -56,6 +56,8 @@ class EmailDestination:
     ca_file: Path | None = None
     verify: bool = True
     type: str = "email"
+    # built once: loading the CA store takes tens of milliseconds of the event loop
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def templates(self) -> dict[str, Template]:
         found = {"subject": self.subject, "text": self.text}
@@ -93,15 +95,6 @@ class EmailDestination:
             preview["html"] = render_text(self.html, event.document)
         return preview
 
-    def tls_context(self) -> ssl.SSLContext | None:
-        if self.security == "none":
-            return None
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     async def send(self, event: Event, context: SendContext) -> Sent:
         message = self.message(event)
         try:
@@ -113,7 +106,7 @@ class EmailDestination:
                 password=self.password.reveal() if self.password else None,
                 use_tls=self.security == "tls",
                 start_tls=self.security == "starttls",
-                tls_context=self.tls_context(),
+                tls_context=self.tls,
                 timeout=self.policy.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -153,7 +146,18 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> EmailDestination
     ca_file = ctx.path(raw["ca_file"]) if raw.get("ca_file") else None
     if ca_file is not None and not ca_file.is_file():
         ctx.problems.append(DestinationProblem("ca_file", f"no such file: {ca_file}"))
+    tls = None
+    if security != "none" and (ca_file is None or ca_file.is_file()):
+        try:
+            tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (ssl.SSLError, OSError) as exc:
+            ctx.problems.append(DestinationProblem("ca_file", f"cannot load certificates: {exc}"))
+        else:
+            if not raw.get("verify", True):
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
     return EmailDestination(
+        tls=tls,
         name=name,
         policy=ctx.policy(raw),
         host=str(raw["host"]),
