@@ -210,7 +210,11 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
     state = app[STATE]
     grace = config.server.shutdown_grace
     runner = web.AppRunner(
-        app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=grace
+        app,
+        access_log_class=AccessLogger,
+        handle_signals=False,
+        shutdown_timeout=grace,
+        auto_decompress=False,  # compressed bodies are refused (415), never inflated
     )
     admin_runner = web.AppRunner(admin, access_log_class=AccessLogger, handle_signals=False)
     try:

@@ -78,6 +78,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(BODY_TIMEOUT):
+        if request.content_length == 0:
+            return b""
+        if request.content_length is not None:  # the common case: one read of a known size
+            try:
+                return await request.content.readexactly(request.content_length)
+            except asyncio.IncompleteReadError:
+                raise PayloadError(
+                    "truncated_body", "body shorter than its Content-Length"
+                ) from None
         while True:
             chunk = await request.content.readany()
             if not chunk:
@@ -133,9 +142,15 @@ async def receive_webhook(request: web.Request) -> web.Response:
             else {}
         )
         return error_response(401, "unauthorized", "missing or invalid credentials", **headers)
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    # every Content-Encoding header counts: aiohttp would inflate a gzip body named by any of
+    # them, so a second header must not smuggle a compressed (bomb) body past this check
+    encodings = {
+        part.strip().lower()
+        for value in request.headers.getall("Content-Encoding", ())
+        for part in value.split(",")
+    }
     try:
-        if encoding not in ("", "identity"):
+        if encodings - {"", "identity"}:
             raise PayloadError(
                 "unsupported_encoding",
                 "Content-Encoding is not accepted; send the JSON body as is",
@@ -212,7 +227,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
             "destinations": [d for d, _ in routes] if accepted.status == "accepted" else [],
         },
     )
-    return web.json_response({"status": accepted.status, "eventId": event.dedupe_key})
+    body = b'{"status":"%s","eventId":%s}' % (
+        accepted.status.encode(),
+        json.dumps(event.dedupe_key).encode(),
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

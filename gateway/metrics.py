@@ -6,6 +6,8 @@ or URLs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -73,11 +75,15 @@ class Metrics:
         )
         self.store_jobs = Gauge(p + "store_jobs", "Jobs committed by the store writer", registry=r)
         self._known_destinations: set[str] = set()
+        self._webhook_children: dict[tuple[str, str], Any] = {}
 
     def webhook(self, event_type: str, outcome: str) -> None:
         # unknown event types are folded so a sender cannot blow up label cardinality
         label = event_type if event_type in idwise.EVENT_FIELDS else "other"
-        self.webhooks.labels(label, outcome).inc()
+        child = self._webhook_children.get((label, outcome))
+        if child is None:  # labels() costs a lock and a lookup; this runs for every webhook
+            child = self._webhook_children[(label, outcome)] = self.webhooks.labels(label, outcome)
+        child.inc()
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
