@@ -73,24 +73,23 @@ def error_response(status: int, reason: str, message: str, **headers: str) -> we
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
-    chunks: list[bytes] = []
+    if length is not None:
+        # a small webhook has usually arrived with its headers: take it without waiting
+        buffered = request.content.read_nowait(length)
+        if len(buffered) == length:
+            return buffered
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                return buffered + await request.content.readexactly(length - len(buffered))
+        except asyncio.IncompleteReadError:
+            raise PayloadError("truncated_body", "body shorter than its Content-Length") from None
+    chunks: list[bytes] = []  # chunked: count as it arrives, stop at the limit
     size = 0
     async with asyncio.timeout(BODY_TIMEOUT):
-        if request.content_length == 0:
-            return b""
-        if request.content_length is not None:  # the common case: one read of a known size
-            try:
-                return await request.content.readexactly(request.content_length)
-            except asyncio.IncompleteReadError:
-                raise PayloadError(
-                    "truncated_body", "body shorter than its Content-Length"
-                ) from None
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                break
+        while chunk := await request.content.readany():
             size += len(chunk)
             if size > limit:
                 raise PayloadError("too_large", f"body larger than {limit} bytes", 413)

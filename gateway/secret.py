@@ -64,13 +64,16 @@ def redact(text: str) -> str:
     return text
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder: this runs per line
+
+
 def redact_json(value: Any) -> str:
     """JSON text of `value` with secrets masked inside string values only, so the output
     stays valid JSON and keys and literals (true, numbers) are never touched."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
+    text = _ENCODER.encode(value)
     if not any(secret in text for secret in _escaped):
         return text
-    return json.dumps(_redact_strings(value), default=str, ensure_ascii=False)
+    return _ENCODER.encode(_redact_strings(value))
 
 
 def _redact_strings(value: Any) -> Any:
