@@ -117,6 +117,7 @@ class Lane:
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None))
     busy: int = 0
+    ids: set[int] = field(default_factory=set)  # deliveries queued or in flight here
     retiring: int = 0  # exit sentinels queued but not yet taken (concurrency lowered)
 
     @property
@@ -197,6 +198,7 @@ class DeliveryEngine:
                 job = lane.queue.get_nowait()
                 if job is not None:
                     self._inflight.discard(job.id)
+                    lane.ids.discard(job.id)
             for _ in lane.workers:
                 lane.queue.put_nowait(None)
             workers += lane.workers
@@ -252,17 +254,16 @@ class DeliveryEngine:
             if free <= 0:
                 continue  # a finishing worker marks the lane dirty again
             self._finished_during_query.clear()
-            limit = free + lane.load  # rows already queued or in flight come back too
-            rows = await self._store.due(name, now, limit, lane.destination.policy.ordered)
+            rows = await self._store.due(
+                name, now, free, lane.destination.policy.ordered, exclude=lane.ids
+            )
             for row in rows:
                 if row.id in self._inflight or row.id in self._finished_during_query:
                     continue
-                if free <= 0:
-                    break
                 self._inflight.add(row.id)
+                lane.ids.add(row.id)
                 lane.queue.put_nowait(row)
-                free -= 1
-            if len(rows) >= limit:
+            if len(rows) >= free:
                 self._dirty.add(name)  # there may be more due than fit this time
 
     def _sync_lanes(self, destinations: dict[str, Destination]) -> None:
@@ -339,6 +340,7 @@ class DeliveryEngine:
                 )
             finally:
                 lane.busy -= 1
+                lane.ids.discard(job.id)
                 self._inflight.discard(job.id)
                 self._finished_during_query.add(job.id)
                 # a finished delivery frees capacity and may release the next of its journey

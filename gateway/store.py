@@ -502,8 +502,16 @@ class Store:
 
     # ---- delivery ----------------------------------------------------------------------
     async def due(
-        self, destination: str, now: float, limit: int, ordered: bool
+        self,
+        destination: str,
+        now: float,
+        limit: int,
+        ordered: bool,
+        exclude: Iterable[int] = (),
     ) -> list[DueDelivery]:
+        """Pending deliveries due by `now`, oldest first; with `ordered`, only the first
+        pending one of each journey. `exclude`: ids already in flight (not fetched again)."""
+        skip = json.dumps(sorted(exclude))
         order_clause = (
             " AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending'"
             " AND p.destination = d.destination AND p.journey_key = d.journey_key AND p.id < d.id)"
@@ -515,9 +523,10 @@ class Store:
             " d.attempt_base"
             " FROM deliveries d JOIN events e ON e.id = d.event_row"
             " WHERE d.status = 'pending' AND d.destination = ? AND d.next_attempt_at <= ?"
+            " AND d.id NOT IN (SELECT value FROM json_each(?))"
             + order_clause
             + " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (destination, now, limit),
+            (destination, now, skip, limit),
         )
         return [
             DueDelivery(

@@ -309,9 +309,9 @@ class SlowReadStore(Store):
     read_delay = 0.25
 
     async def due(
-        self, destination: str, now: float, limit: int, ordered: bool
+        self, destination: str, now: float, limit: int, ordered: bool, exclude: Any = ()
     ) -> list[DueDelivery]:
-        found = await super().due(destination, now, limit, ordered)
+        found = await super().due(destination, now, limit, ordered, exclude)
         await asyncio.sleep(self.read_delay)
         return found
 
