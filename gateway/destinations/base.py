@@ -170,24 +170,28 @@ async def request_once_more_if_stale(
     reused keep-alive connection that the peer had already closed: then nothing reached the
     peer. A fresh connection that drops is an ordinary failure (the request may have
     arrived, so sending it twice within one attempt would duplicate it)."""
-    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
     state = {"reused": False}
+    try:
+        return await _exchange(session, method, url, state, kwargs)
+    except aiohttp.ServerDisconnectedError:
+        if not state["reused"]:
+            raise
+    state["reused"] = False
+    return await _exchange(session, method, url, state, kwargs)
 
-    def stale(exc: BaseException) -> bool:
-        return isinstance(exc, aiohttp.ServerDisconnectedError) and state["reused"]
 
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(2), retry=retry_if_exception(stale), reraise=True
-    ):
-        with attempt:
-            state["reused"] = False
-            async with session.request(
-                method, url, allow_redirects=False, trace_request_ctx=state, **kwargs
-            ) as response:
-                body = await response.content.read(4096)
-                return response.status, dict(response.headers), body
-    raise AssertionError("unreachable")  # pragma: no cover
+async def _exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    state: dict[str, bool],
+    kwargs: dict[str, Any],
+) -> tuple[int, dict[str, str], bytes]:
+    async with session.request(
+        method, url, allow_redirects=False, trace_request_ctx=state, **kwargs
+    ) as response:
+        body = await response.content.read(4096)
+        return response.status, dict(response.headers), body
 
 
 def transport_error(exc: BaseException) -> RetryableDeliveryError | PermanentDeliveryError:
