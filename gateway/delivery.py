@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -312,6 +313,7 @@ class DeliveryEngine:
                 lane.retiring = max(0, lane.retiring - 1)
                 return
             lane.busy += 1
+            record: AttemptRecord | None = None
             try:
                 await lane.limiter.wait()
                 try:
@@ -328,23 +330,29 @@ class DeliveryEngine:
                         reason="internal",
                         next_attempt_at=self._clock() + max(policy.backoff.max, 1.0),
                     )
-                await self._record(record)
-                if record.outcome == "retry" and record.next_attempt_at is not None:
-                    self.wake_at(record.next_attempt_at)
-            except StoreError as exc:
-                log_fields(
-                    log,
-                    logging.ERROR,
-                    "cannot record attempt",
-                    {"delivery": job.id, "reason": exc.reason},
-                )
             finally:
                 lane.busy -= 1
-                lane.ids.discard(job.id)
-                self._inflight.discard(job.id)
-                self._finished_during_query.add(job.id)
-                # a finished delivery frees capacity and may release the next of its journey
-                self.wake((lane.destination.name,))
+                if record is None:  # cancelled at shutdown: no outcome, it stays pending
+                    self._release(lane, job.id, None)
+                else:
+                    # The worker moves on at once; the delivery stays in flight until its
+                    # outcome is committed, so no query can hand it out again meanwhile.
+                    # (Waiting for that fsync here would cap a lane at workers/fsync time.)
+                    self._record(record).add_done_callback(
+                        functools.partial(self._released, lane, record)
+                    )
+
+    def _released(self, lane: Lane, record: AttemptRecord, _: asyncio.Future[None]) -> None:
+        self._release(lane, record.delivery_id, record)
+
+    def _release(self, lane: Lane, delivery_id: int, record: AttemptRecord | None) -> None:
+        lane.ids.discard(delivery_id)
+        self._inflight.discard(delivery_id)
+        self._finished_during_query.add(delivery_id)
+        if record is not None and record.outcome == "retry" and record.next_attempt_at:
+            self.wake_at(record.next_attempt_at)
+        # a finished delivery frees capacity and may release the next of its journey
+        self.wake((lane.destination.name,))
 
     def _record(self, record: AttemptRecord) -> asyncio.Future[None]:
         """Queue an outcome for the store; resolves once it is committed. Outcomes that
