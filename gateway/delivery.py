@@ -53,12 +53,16 @@ def backoff_delay(
     Exponential from `initial` to `max`; Retry-After is a floor, itself capped at `max`;
     jitter only adds (up to `jitter` x the delay), so a server's floor is always respected.
     """
-    if backoff.multiplier > 1 and backoff.initial > 0:
-        ceiling = math.log(max(backoff.max / backoff.initial, 1.0)) / math.log(backoff.multiplier)
-        exponent = min(max(0, attempt - 1), math.ceil(ceiling))  # never overflows
-        base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
-    else:
-        base = min(backoff.max, max(backoff.initial, 0.0))
+    base = min(backoff.max, max(backoff.initial, 0.0))
+    if backoff.multiplier > 1 and backoff.initial > 0 and attempt > 1:
+        try:
+            ceiling = math.log(max(backoff.max / backoff.initial, 1.0)) / math.log(
+                backoff.multiplier
+            )
+            exponent = min(attempt - 1, math.ceil(ceiling) if math.isfinite(ceiling) else 1000)
+            base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
+        except (OverflowError, ValueError):  # absurd settings: the ceiling is the answer
+            base = backoff.max
     if retry_after is not None and retry_after > 0:
         base = max(base, min(retry_after, backoff.max))
     return base * (1.0 + backoff.jitter * min(max(rand, 0.0), 1.0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,43 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+
+#: IDWise payloads are about 4 levels deep; far deeper input only costs (and can exhaust
+#: the stack of anything that walks it later)
+MAX_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    # a valid pair decodes to one character; a lone half cannot be stored or forwarded
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting depth outside strings, by a scan that never recurses."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _text(value: Any) -> str | None:
@@ -99,6 +137,10 @@ def parse_event(raw: bytes) -> Event:
         raise PayloadError("invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise PayloadError("not_object", "JSON body must be an object")
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(document):
+        raise PayloadError("invalid_json", "JSON holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+    if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(text):
+        raise PayloadError("invalid_json", f"JSON is nested deeper than {MAX_DEPTH} levels")
     event_type = document.get("event")
     if not isinstance(event_type, str) or not event_type.strip():
         raise PayloadError("missing_event", "field 'event' must be a non-empty string")

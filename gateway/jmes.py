@@ -133,8 +133,8 @@ def search(expression: Expression, document: Any) -> Any:
     """Evaluate; a runtime type error (e.g. comparing a string with <) yields null."""
     try:
         return expression.search(document)
-    except (JMESPathError, TypeError, ValueError, AttributeError, RecursionError):
-        return None
+    except (JMESPathError, TypeError, ValueError, AttributeError, RecursionError, ArithmeticError):
+        return None  # e.g. floor() of 1e999
 
 
 def truthy(value: Any) -> bool:

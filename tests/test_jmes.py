@@ -32,17 +32,42 @@ EXPRESSIONS = [
     "(body.a || body.b) && !body.c",
 ]
 
-scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.sampled_from(["", "a", "Refer", "Rejected", "m", "z"])
-values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c", "n", "s", "x"]), c, max_size=3), max_leaves=8)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["", "a", "Refer", "Rejected", "m", "z"])
+)
+values = st.recursive(
+    scalars,
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c", "n", "s", "x"]), c, max_size=3)
+    ),
+    max_leaves=8,
+)
 bodies = st.fixed_dictionaries(
     {},
     optional={
-        "systemDecision": values, "finalDecision": values, "manualDecision": values,
-        "previousSystemDecision": values, "n": values, "s": values, "a": values, "b": values,
-        "c": values, "x": values, "requiredSteps": values, "meta": values, "tags": values,
+        "systemDecision": values,
+        "finalDecision": values,
+        "manualDecision": values,
+        "previousSystemDecision": values,
+        "n": values,
+        "s": values,
+        "a": values,
+        "b": values,
+        "c": values,
+        "x": values,
+        "requiredSteps": values,
+        "meta": values,
+        "tags": values,
     },
 )
-documents = st.fixed_dictionaries({"event": st.sampled_from(idwise.EVENT_TYPES), "body": bodies}) | values
+documents = (
+    st.fixed_dictionaries({"event": st.sampled_from(idwise.EVENT_TYPES), "body": bodies}) | values
+)
 
 
 def reference(expression: str, document: object) -> object:
@@ -68,8 +93,19 @@ def test_agree_on_every_sample(expression: str, event_type: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(None, False), (False, False), ("", False), ([], False), ({}, False), (0, True), (0.0, True),
-     ("0", True), ([0], True), ({"a": None}, True), (True, True)],
+    [
+        (None, False),
+        (False, False),
+        ("", False),
+        ([], False),
+        ({}, False),
+        (0, True),
+        (0.0, True),
+        ("0", True),
+        ([0], True),
+        ({"a": None}, True),
+        (True, True),
+    ],
 )
 def test_truthiness_is_jmespaths(value: object, expected: bool) -> None:
     assert truthy(value) is expected

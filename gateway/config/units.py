@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -27,8 +28,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(DURATION_HINT)
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if value < 0 or not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds, 0 or more")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +58,16 @@ class HttpDestination:
             payload = event.raw
         else:
             payload = json.dumps(render(self.body, event.document), ensure_ascii=False).encode()
+        key = header_safe_key(event.dedupe_key)
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": event.dedupe_key,
+            "Idempotency-Key": key,
             "User-Agent": "idwise-gateway",
         }
-        for key, template in self.headers:
-            value = render_text(template, event.document)
-            headers[key] = value.replace("\r", " ").replace("\n", " ")
+        for name, template in self.headers:
+            headers[name] = header_value(render_text(template, event.document))
         if self.sign_key is not None:
-            headers.update(sign(self.sign_key, event.dedupe_key, int(now), payload))
+            headers.update(sign(self.sign_key, key, int(now), payload))
         return headers, payload
 
     def preview(self, event: Event) -> dict[str, Any]:
@@ -118,6 +119,24 @@ class HttpDestination:
             retry_after=retry_after,
             output=text,
         )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_HEADER_VALUE = 4096
+
+
+def header_value(text: str) -> str:
+    """Payload text made safe for a header: no control characters (no CR/LF injection, no
+    NUL that the client library refuses), bounded length."""
+    return _CONTROL.sub(" ", text)[:MAX_HEADER_VALUE]
+
+
+def header_safe_key(dedupe_key: str) -> str:
+    """The dedupe key as a header; a key no receiver would take (control characters, absurd
+    length) is replaced by its SHA-256, still stable across retries."""
+    if len(dedupe_key) <= MAX_HEADER_VALUE and not _CONTROL.search(dedupe_key):
+        return dedupe_key
+    return "sha256:" + hashlib.sha256(dedupe_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def sign(secret: Secret, message_id: str, timestamp: int, payload: bytes) -> dict[str, str]:
