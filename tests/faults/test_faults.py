@@ -350,7 +350,7 @@ def test_sighup_storm_then_sigterm_under_load_loses_nothing(
         stored = stored_keys(db)
         assert accepted <= stored, f"200 but not stored: {sorted(accepted - stored)[:5]}"
         reloads = gateway.logged("config reloaded")
-        assert 1 <= len(reloads) < signals, (len(reloads), signals)
+        assert 1 <= len(reloads) <= signals, (len(reloads), signals)  # never more than asked
         assert not gateway.logged("config reload failed; the previous config stays active")
     finally:
         gateway.stop()
