@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
 from jmespath.exceptions import JMESPathError
 
 from gateway.jmes import compile_expression, describe_error, search
@@ -195,7 +194,6 @@ __all__ = [
     "as_text",
     "compile_template",
     "compile_text",
-    "jmespath",
     "render",
     "render_text",
     "template_expressions",
