@@ -15,6 +15,7 @@ import pytest
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
+from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import DueDelivery, Store
 from tests.conftest import GatewayClient
@@ -359,6 +360,61 @@ async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
     finally:
         await store.close()
     assert attempts(tmp_path / "slow.db") == [(1, "delivered", None, 200)]
+
+
+class FlakyRecordStore(Store):
+    """The real SQLite store, except that the first `failures` outcome writes fail the way a
+    full disk or a long-held lock makes them fail."""
+
+    failures = 3
+
+    async def record(self, records: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("full", "database or disk is full")
+        await super().record(records)
+
+
+async def test_an_outcome_the_store_cannot_take_is_kept_not_resent(
+    tmp_path: Path, scripted: MakeSink
+) -> None:
+    sink = await scripted(default=200)
+    config = load_config(
+        write_config(
+            tmp_path,
+            base_config(tmp_path, destinations={"svc": http(sink.url)}, rules=to("svc")),
+        )
+    )
+    store = FlakyRecordStore(tmp_path / "flaky.db")
+    await store.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = DeliveryEngine(
+                store,
+                destinations=lambda: dict(config.destinations),
+                default_policy=lambda: config.delivery,
+                session=session,
+            )
+            engine.start()
+            try:
+                await store.accept(
+                    parse_event(payload("kept-1")), [("svc", "all")], ["all"], None, {}
+                )
+                engine.wake()
+                await sink.wait_for(1, timeout=5)
+                await wait_for(
+                    lambda: (
+                        rows(tmp_path / "flaky.db", "SELECT status FROM deliveries")
+                        == [("delivered",)]
+                    ),
+                    within=10,
+                )
+                await stays(sink, 1, 0.5)  # sent once, although recording it failed 3 times
+            finally:
+                await engine.stop(1.0)
+    finally:
+        await store.close()
+    assert attempts(tmp_path / "flaky.db") == [(1, "delivered", None, 200)]
 
 
 # ------------------------------------------------------------------------------- the CLI
