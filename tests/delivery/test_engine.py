@@ -4,9 +4,11 @@ dead letters, Retry-After, timeouts, outages, journey order, fan-out, lanes, rat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -317,17 +319,14 @@ class SlowReadStore(Store):
         return found
 
 
-async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
-    tmp_path: Path, scripted: MakeSink
-) -> None:
-    sink = await scripted(delay=0.2, default=200)
+@contextlib.asynccontextmanager
+async def engine_on(store: Store, tmp_path: Path, url: str) -> AsyncIterator[DeliveryEngine]:
+    """A real engine over `store`, delivering everything to one http destination at `url`."""
     config = load_config(
         write_config(
-            tmp_path,
-            base_config(tmp_path, destinations={"svc": http(sink.url)}, rules=to("svc")),
+            tmp_path, base_config(tmp_path, destinations={"svc": http(url)}, rules=to("svc"))
         )
     )
-    store = SlowReadStore(tmp_path / "slow.db")
     await store.open()
     try:
         async with aiohttp.ClientSession() as session:
@@ -339,26 +338,32 @@ async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
             )
             engine.start()
             try:
-                event = parse_event(payload("once-1"))
-                await store.accept(event, [("svc", "all")], ["all"], None, {})
-                engine.wake()
-                await sink.wait_for(1, timeout=5)
-                # a dispatch pass that begins while the attempt is on the wire (new work
-                # arriving, a scheduled retry elsewhere, the poll) and ends after it is recorded
-                await asyncio.sleep(0.1)
-                engine.wake()
-                await wait_for(
-                    lambda: (
-                        rows(tmp_path / "slow.db", "SELECT status FROM deliveries")
-                        == [("delivered",)]
-                    ),
-                    within=5,
-                )
-                await stays(sink, 1, 0.8)
+                yield engine
             finally:
                 await engine.stop(1.0)
     finally:
         await store.close()
+
+
+async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
+    tmp_path: Path, scripted: MakeSink
+) -> None:
+    sink = await scripted(delay=0.2, default=200)
+    store = SlowReadStore(tmp_path / "slow.db")
+    async with engine_on(store, tmp_path, sink.url) as engine:
+        event = parse_event(payload("once-1"))
+        await store.accept(event, [("svc", "all")], ["all"], None, {})
+        engine.wake()
+        await sink.wait_for(1, timeout=5)
+        # a dispatch pass that begins while the attempt is on the wire (new work arriving, a
+        # scheduled retry elsewhere, the poll) and ends after it is recorded
+        await asyncio.sleep(0.1)
+        engine.wake()
+        await wait_for(
+            lambda: rows(tmp_path / "slow.db", "SELECT status FROM deliveries") == [("delivered",)],
+            within=5,
+        )
+        await stays(sink, 1, 0.8)
     assert attempts(tmp_path / "slow.db") == [(1, "delivered", None, 200)]
 
 
@@ -379,41 +384,18 @@ async def test_an_outcome_the_store_cannot_take_is_kept_not_resent(
     tmp_path: Path, scripted: MakeSink
 ) -> None:
     sink = await scripted(default=200)
-    config = load_config(
-        write_config(
-            tmp_path,
-            base_config(tmp_path, destinations={"svc": http(sink.url)}, rules=to("svc")),
-        )
-    )
     store = FlakyRecordStore(tmp_path / "flaky.db")
-    await store.open()
-    try:
-        async with aiohttp.ClientSession() as session:
-            engine = DeliveryEngine(
-                store,
-                destinations=lambda: dict(config.destinations),
-                default_policy=lambda: config.delivery,
-                session=session,
-            )
-            engine.start()
-            try:
-                await store.accept(
-                    parse_event(payload("kept-1")), [("svc", "all")], ["all"], None, {}
-                )
-                engine.wake()
-                await sink.wait_for(1, timeout=5)
-                await wait_for(
-                    lambda: (
-                        rows(tmp_path / "flaky.db", "SELECT status FROM deliveries")
-                        == [("delivered",)]
-                    ),
-                    within=10,
-                )
-                await stays(sink, 1, 0.5)  # sent once, although recording it failed 3 times
-            finally:
-                await engine.stop(1.0)
-    finally:
-        await store.close()
+    async with engine_on(store, tmp_path, sink.url) as engine:
+        await store.accept(parse_event(payload("kept-1")), [("svc", "all")], ["all"], None, {})
+        engine.wake()
+        await sink.wait_for(1, timeout=5)
+        await wait_for(
+            lambda: (
+                rows(tmp_path / "flaky.db", "SELECT status FROM deliveries") == [("delivered",)]
+            ),
+            within=10,
+        )
+        await stays(sink, 1, 0.5)  # sent once, although recording it failed 3 times
     assert attempts(tmp_path / "flaky.db") == [(1, "delivered", None, 200)]
 
 
