@@ -295,3 +295,22 @@ async def test_read_only_database_answers_503(gateway: GatewayClient, tmp_path: 
     (tmp_path / "gateway.db").chmod(0o444)
     response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
     assert response.status == 503
+
+
+async def test_readiness_fails_while_the_store_cannot_be_written(
+    gateway: GatewayClient, tmp_path: Path
+) -> None:
+    client = await gateway()
+    await asyncio.sleep(1.1)  # past the readiness cache
+    blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["store"] == "unwritable"
+        assert (await client.get("/healthz")).status == 200  # alive, just not ready
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await asyncio.sleep(1.1)
+    assert (await client.get("/readyz")).status == 200

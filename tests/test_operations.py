@@ -18,6 +18,7 @@ from tests.helpers import (
     gateway_process,
     get,
     post,
+    run_cli,
     sample,
     sqlite_rows,
     wait_until,
@@ -420,3 +421,50 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
     left = {r[0] for r in sqlite_rows(db, "SELECT dedupe_key FROM events")}
     assert left == {"fresh", "old-pending"}
     assert sqlite_rows(db, "SELECT count(*) FROM deliveries")[0][0] == 1
+
+
+def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        destinations={
+            "a": script_destination(tmp_path, "a"),
+            "gone": script_destination(tmp_path, "gone"),
+        },
+        rules=[{"name": "to-a", "to": ["a"]}],
+    )
+    failing = tmp_path / "fail.sh"
+    failing.write_text("#!/bin/sh\nexit 75\n")  # EX_TEMPFAIL: retry later
+    failing.chmod(0o755)
+    config["destinations"]["gone"] = {
+        "type": "script",
+        "command": [str(failing)],
+        "delivery": {"backoff": {"initial": "200ms", "max": "200ms"}, "max_attempts": 1000},
+    }
+    config["rules"] = [{"name": "to-gone", "to": ["gone"]}]
+    path = write_config(tmp_path, config)
+    db = tmp_path / "gateway.db"
+    with gateway_process(path) as gateway:
+        assert post(gateway.url, unique("Finished Journey", "orphan-1"))[0] == 200
+        wait_until(lambda: len(gateway.logged("delivery attempt")) >= 1)
+        # the destination disappears from the config
+        removed = {**config, "destinations": {"a": config["destinations"]["a"]}, "rules": []}
+        write_config(tmp_path, removed)
+        gateway.signal(signal.SIGHUP)
+        wait_until(lambda: bool(gateway.logged("config reloaded")))
+        time.sleep(1.5)
+        status = sqlite_rows(db, "SELECT status FROM deliveries WHERE destination = 'gone'")
+        assert status == [("pending",)]  # kept and visible, not dead, not dropped
+        listed = run_cli("deliveries", "list", "-c", str(path), "--json", "--destination", "gone")
+        assert [row["status"] for row in json.loads(listed.stdout)] == ["pending"]
+        # it comes back, healthy this time: the queued delivery resumes
+        back = {
+            **config,
+            "destinations": {
+                **removed["destinations"],
+                "gone": script_destination(tmp_path, "gone"),
+            },
+        }
+        write_config(tmp_path, back)
+        gateway.signal(signal.SIGHUP)
+        wait_until(lambda: len(lines(tmp_path / "gone.out")) == 1, timeout=10)
+    assert lines(tmp_path / "gone.out")[0]["body"]["eventId"] == "orphan-1"
