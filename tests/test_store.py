@@ -1,0 +1,142 @@
+"""The store on real SQLite files: migrations, expiry, replay, group-commit isolation."""
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import idwise
+from gateway.errors import StoreError
+from gateway.events import parse_event
+from gateway.store import MIGRATIONS, Store
+
+
+def event(event_id: str, journey: str = "j-1") -> bytes:
+    document = idwise.sample("Finished Journey")
+    document["body"].update(eventId=event_id, journeyId=journey)
+    return json.dumps(document).encode()
+
+
+async def opened(path: Path) -> Store:
+    store = Store(path, busy_timeout=0.3)
+    await store.open()
+    return store
+
+
+async def test_a_new_database_gets_every_migration(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "new.db")
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "new.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    assert "attempt_base" in columns
+
+
+async def test_an_old_database_is_migrated_in_place_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute(
+        "INSERT INTO events (dedupe_key, event_type, received_at, raw) VALUES ('old-1', 'X', 1, x'7b7d')"
+    )
+    conn.execute(
+        "INSERT INTO deliveries (event_row, destination, queued_at, next_attempt_at, updated_at)"
+        " VALUES (1, 'svc', 1, 1, 1)"
+    )
+    conn.close()
+    store = await opened(path)
+    try:
+        rows = await store.list_deliveries()
+        assert [(r["dedupe_key"], r["status"]) for r in rows] == [("old-1", "pending")]
+    finally:
+        await store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    sqlite3.connect(path).execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError) as caught:
+        await opened(path)
+    assert caught.value.reason == "schema_too_new"
+
+
+async def test_expiry_uses_each_destinations_max_age_and_skips_in_flight(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "x.db")
+    try:
+        old = time.time() - 7200
+        for i, destination in enumerate(["short", "short", "long", "removed"]):
+            await store.accept(
+                parse_event(event(f"e-{i}", journey=f"j-{i}")),
+                [(destination, "r")],
+                ["r"],
+                None,
+                {},
+                received_at=old,
+            )
+        in_flight = {r["id"] for r in await store.list_deliveries(destination="short")}
+        keep = min(in_flight)
+        expired = await store.expire(
+            {"short": 3600, "long": 86400}, 60, time.time(), in_flight={keep}
+        )
+        assert expired == {"short": 1, "removed": 1}
+        status = {
+            r["id"]: (r["destination"], r["status"], r["reason"])
+            for r in await store.list_deliveries()
+        }
+        assert status[keep] == ("short", "pending", None)
+        assert sorted(v for k, v in status.items() if k != keep) == [
+            ("long", "pending", None),
+            ("removed", "dead", "max_age"),
+            ("short", "dead", "max_age"),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_one_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "b.db")
+    try:
+
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+        results = await asyncio.gather(
+            store.accept(parse_event(event("ok-1")), [("svc", "r")], ["r"], None, {}),
+            store.write(broken),
+            store.accept(parse_event(event("ok-2")), [("svc", "r")], ["r"], None, {}),
+            return_exceptions=True,
+        )
+        assert [getattr(r, "status", None) for r in results] == ["accepted", None, "accepted"]
+        assert isinstance(results[1], StoreError)
+        keys = {r["dedupe_key"] for r in await store.list_events()}
+        assert keys == {"ok-1", "ok-2"}
+        assert len(await store.list_deliveries()) == 2  # each event kept its delivery
+    finally:
+        await store.close()
+
+
+async def test_replay_requeues_dead_and_never_duplicates_pending(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "r.db")
+    try:
+        await store.accept(parse_event(event("r-1")), [("svc", "r")], ["r"], None, {})
+        (delivery,) = await store.list_deliveries()
+        assert await store.replay(delivery_id=delivery["id"]) == 1  # pending: made due now
+        assert len(await store.list_deliveries()) == 1
+        await store.write(
+            lambda conn: conn.execute("UPDATE deliveries SET status='dead', attempts=5, reason='x'")
+        )
+        assert await store.replay(dead=True) == 1
+        (row,) = await store.list_deliveries()
+        assert (row["status"], row["attempts"], row["reason"]) == ("pending", 5, None)
+        (due,) = await store.due("svc", time.time() + 1, 10, ordered=True)
+        assert due.attempt_base == 5  # a fresh budget; attempt numbers keep counting
+    finally:
+        await store.close()
