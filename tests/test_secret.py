@@ -66,3 +66,33 @@ def test_env_values_in_script_arguments_and_short_env_settings(tmp_path: Path) -
     assert env["LEVEL"] == "info"
     assert env["DRY"] == "true"
     assert output["rules"][0]["matched"] is True
+
+
+def test_environment_values_in_plain_settings_are_not_masked(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        destinations={
+            "mail": {
+                "type": "email",
+                "host": "${SMTP_HOST}",
+                "security": "none",
+                "from": "gw@example.com",
+                "to": ["${MAIL_TO}"],
+            }
+        },
+        rules=[{"name": "all", "to": ["mail"]}],
+    )
+    path = write_config(tmp_path, config)
+    result = run_cli(
+        "route",
+        "-c",
+        str(path),
+        "--json",
+        "-",
+        stdin=b'{"event": "Finished Journey", "body": {"eventId": "e2"}}',
+        env={"SMTP_HOST": "mail.internal.example", "MAIL_TO": "compliance@example.com"},
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)["rendered"]["mail"]
+    assert rendered["smtp"] == "mail.internal.example:25 (none)"
+    assert rendered["to"] == ["compliance@example.com"]

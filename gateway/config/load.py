@@ -150,8 +150,10 @@ class _Loader:
         if _is_secret_value(path, text) or value.lstrip().startswith("${file:"):
             register(text, *substituted)
         # values from the environment or files are secret wherever they are used (a script
-        # argument, a body template); defaults written in the file itself are not
-        register(*(item for item in substituted if item not in value and len(item) >= 6))
+        # argument, a body template), except under keys that never hold one (a host name
+        # masked in every log line helps nobody); defaults written in the file are not
+        if _last_key(path) not in PLAIN_KEYS:
+            register(*(item for item in substituted if item not in value and len(item) >= 6))
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
         return text
@@ -603,6 +605,44 @@ class _Loader:
                         ("destinations", name),
                         f"rendering the '{event_type}' sample fails: {exc}",
                     )
+
+
+#: settings that are never credentials, whatever the environment puts in them
+PLAIN_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "from",
+        "to",
+        "cc",
+        "method",
+        "security",
+        "level",
+        "format",
+        "name",
+        "description",
+        "events",
+        "type",
+        "retention",
+        "busy_timeout",
+        "max_size",
+        "timeout",
+        "ca_file",
+        "cwd",
+        "max_body_bytes",
+        "shutdown_grace",
+        "allow_ips",
+        "trusted_proxies",
+        "rules_files",
+        "unmatched",
+        "rate_limit",
+    }
+)
+
+
+def _last_key(path: KeyPath) -> str:
+    return next((part for part in reversed(path) if isinstance(part, str)), "")
 
 
 def _is_secret_path(path: KeyPath) -> bool:
