@@ -98,6 +98,7 @@ class RateLimiter:
     """Evenly spaced sends: `count` per `per` seconds."""
 
     def __init__(self, rate: tuple[float, float] | None) -> None:
+        self.rate = rate
         self.interval = rate[1] / rate[0] if rate else 0.0
         self._next = 0.0
 
@@ -278,7 +279,7 @@ class DeliveryEngine:
                 lane = self._lanes[name] = Lane(destination)
             if lane.destination is not destination:
                 lane.destination = destination
-            if lane.limiter.interval != RateLimiter(destination.policy.rate_limit).interval:
+            if lane.limiter.rate != destination.policy.rate_limit:
                 lane.limiter = RateLimiter(destination.policy.rate_limit)
             lane.workers = [w for w in lane.workers if not w.done()]
             active = len(lane.workers) - lane.retiring
