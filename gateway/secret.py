@@ -57,6 +57,18 @@ def register(*values: str) -> None:
             _escaped = tuple({json.dumps(v, ensure_ascii=False)[1:-1] for v in known} | set(known))
 
 
+def registry_state() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The registered secrets, to restore later (tests: one config's secrets must not mask
+    another test's output)."""
+    return _known, _escaped
+
+
+def restore_registry(state: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+    global _known, _escaped
+    with _lock:
+        _known, _escaped = state
+
+
 def redact(text: str) -> str:
     for value in _known:
         if value in text:
