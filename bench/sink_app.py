@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from baseline_app import serve
 
 arrivals: list[tuple[float, str, str]] = []
 
@@ -27,23 +28,14 @@ async def dump(request: web.Request) -> web.Response:
     return web.json_response({"count": len(arrivals)})
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-def main() -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
+def routes(app: web.Application) -> None:
     app.router.add_get("/stats", stats)
     app.router.add_post("/dump", dump)
     app.router.add_route("*", "/{tail:.*}", receive)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+
+
+def main() -> None:
+    serve(int(sys.argv[1]), routes)
 
 
 if __name__ == "__main__":
