@@ -400,35 +400,31 @@ class DeliveryEngine:
         started = self._clock()
         t0 = time.perf_counter()
         event = None
+        error: DeliveryError | None = None
         try:
             event = parse_event(job.raw)
             sent = await destination.send(
                 event, SendContext(self._session, job.id, number, self._clock)
             )
-            outcome, reason, next_at = "delivered", None, None
-            status, detail, output = sent.status, sent.detail, sent.output
-        except (DeliveryError, PayloadError) as exc:
-            error = (
-                exc
-                if isinstance(exc, DeliveryError)
-                else PermanentDeliveryError("unparsable", str(exc))
-            )
-            decision = decide(
-                destination.policy, budget_used, job.queued_at, self._clock(), error, self._rand()
-            )
-            outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
-            status, detail, output = error.status, error.detail, error.output
+        except DeliveryError as exc:
+            error = exc
+        except PayloadError as exc:  # a stored body that no longer parses cannot be sent
+            error = PermanentDeliveryError("unparsable", str(exc))
         except Exception as exc:  # a bug in a destination: retry rather than lose the event
             log.exception(
                 "destination raised unexpectedly",
                 extra={"fields": {"destination": destination.name}},
             )
             error = RetryableDeliveryError("internal", type(exc).__name__)
+        if error is None:
+            outcome, reason, next_at = "delivered", None, None
+            status, detail, output = sent.status, sent.detail, sent.output
+        else:
             decision = decide(
                 destination.policy, budget_used, job.queued_at, self._clock(), error, self._rand()
             )
             outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
-            status, detail, output = None, error.detail, None
+            status, detail, output = error.status, error.detail, error.output
         duration = time.perf_counter() - t0
         fields = {
             "msg_kind": "delivery",
