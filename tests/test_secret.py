@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 from gateway.secret import MASK, Secret, redact, redact_json, register
 from tests.helpers import base_config, run_cli, write_config
@@ -36,63 +37,55 @@ def test_longer_secret_masked_whole_when_it_contains_a_shorter_one() -> None:
     assert redact("token abcd-1234-efgh-5678 end") == f"token {MASK} end"
 
 
-def test_env_values_in_script_arguments_and_short_env_settings(tmp_path: Path) -> None:
+def route_json(tmp_path: Path, destination: dict[str, Any], env: dict[str, str]) -> Any:
+    """`route --json` of a Finished Journey to one destination, with `env` set."""
     config = base_config(
-        tmp_path,
-        destinations={
-            "run": {
-                "type": "script",
-                "command": ["/bin/true", "--key", "${SCRIPT_ARG_KEY}"],
-                "env": {"LEVEL": "info", "DRY": "true", "API_TOKEN": "tok-lit-77"},
-            }
-        },
-        rules=[{"name": "all", "to": ["run"]}],
+        tmp_path, destinations={"only": destination}, rules=[{"name": "all", "to": ["only"]}]
     )
-    path = write_config(tmp_path, config)
     result = run_cli(
         "route",
         "-c",
-        str(path),
+        str(write_config(tmp_path, config)),
         "--json",
         "-",
         stdin=b'{"event": "Finished Journey", "body": {"eventId": "e1"}}',
-        env={"SCRIPT_ARG_KEY": "argsecret-5150"},
+        env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert "argsecret-5150" not in result.stdout
-    assert "tok-lit-77" not in result.stdout
-    output = json.loads(result.stdout)  # still valid JSON
-    env = output["rendered"]["run"]["env"]
+    return result.stdout
+
+
+def test_env_values_in_script_arguments_and_short_env_settings(tmp_path: Path) -> None:
+    stdout = route_json(
+        tmp_path,
+        {
+            "type": "script",
+            "command": ["/bin/true", "--key", "${SCRIPT_ARG_KEY}"],
+            "env": {"LEVEL": "info", "DRY": "true", "API_TOKEN": "tok-lit-77"},
+        },
+        {"SCRIPT_ARG_KEY": "argsecret-5150"},
+    )
+    assert "argsecret-5150" not in stdout
+    assert "tok-lit-77" not in stdout
+    output = json.loads(stdout)  # still valid JSON
+    env = output["rendered"]["only"]["env"]
     assert env["LEVEL"] == "info"
     assert env["DRY"] == "true"
     assert output["rules"][0]["matched"] is True
 
 
 def test_environment_values_in_plain_settings_are_not_masked(tmp_path: Path) -> None:
-    config = base_config(
+    stdout = route_json(
         tmp_path,
-        destinations={
-            "mail": {
-                "type": "email",
-                "host": "${SMTP_HOST}",
-                "security": "none",
-                "from": "gw@example.com",
-                "to": ["${MAIL_TO}"],
-            }
+        {
+            "type": "email",
+            "host": "${SMTP_HOST}",
+            "security": "none",
+            "from": "gw@example.com",
+            "to": ["${MAIL_TO}"],
         },
-        rules=[{"name": "all", "to": ["mail"]}],
+        {"SMTP_HOST": "mail.internal.example", "MAIL_TO": "compliance@example.com"},
     )
-    path = write_config(tmp_path, config)
-    result = run_cli(
-        "route",
-        "-c",
-        str(path),
-        "--json",
-        "-",
-        stdin=b'{"event": "Finished Journey", "body": {"eventId": "e2"}}',
-        env={"SMTP_HOST": "mail.internal.example", "MAIL_TO": "compliance@example.com"},
-    )
-    assert result.returncode == 0, result.stderr
-    rendered = json.loads(result.stdout)["rendered"]["mail"]
+    rendered = json.loads(stdout)["rendered"]["only"]
     assert rendered["smtp"] == "mail.internal.example:25 (none)"
     assert rendered["to"] == ["compliance@example.com"]
