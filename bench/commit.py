@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dump, machine
 
 from gateway.events import Event, parse_event
-from gateway.store import MIGRATIONS, Store
+from gateway.store.sqlite import MIGRATIONS, SqliteStore
 
 
 def events(count: int, prefix: str) -> list[Event]:
@@ -60,7 +60,7 @@ async def produce(accept, batch: list[Event], concurrency: int) -> float:  # typ
 
 
 async def group_commit(db: Path, batch: list[Event], concurrency: int) -> float:
-    store = Store(db)
+    store = SqliteStore(db)
     await store.open()
     try:
         return await produce(

@@ -32,11 +32,11 @@ from common import (
 )
 
 from gateway.events import parse_event
-from gateway.store import Store
+from gateway.store.sqlite import SqliteStore
 
 
 async def generate(db: Path, count: int) -> float:
-    store = Store(db)
+    store = SqliteStore(db)
     await store.open()
     start = time.perf_counter()
     chunk = 20000

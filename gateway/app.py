@@ -36,7 +36,7 @@ from gateway.logs import AccessLogger, setup_logging
 from gateway.metrics import Metrics
 from gateway.runtime import ReloadResult, RuntimeHolder, content_digest
 from gateway.secret import redact
-from gateway.store import Store
+from gateway.store import create_store
 
 log = logging.getLogger("gateway")
 
@@ -91,7 +91,7 @@ def _admin_auth(state: GatewayState) -> Callable[..., Awaitable[web.StreamRespon
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     storage = state.holder.current.storage
-    store = Store(storage.path, storage.busy_timeout, storage.max_size)
+    store = create_store(storage)
     await store.open()
     state.store = store
     yield

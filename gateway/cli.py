@@ -21,7 +21,7 @@ from gateway.errors import ConfigError, PayloadError, StoreError
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
 from gateway.secret import redact, redact_json
-from gateway.store import Store
+from gateway.store import Store, create_store
 
 
 def _print(text: str = "") -> None:
@@ -216,7 +216,7 @@ async def _with_store(config: Config, action: Any) -> Any:
         raise StoreError(
             "missing", f"no database at {config.storage.path} (has the gateway run yet?)"
         )
-    store = Store(config.storage.path, config.storage.busy_timeout)
+    store = create_store(config.storage, for_cli=True)
     await store.open()
     try:
         return await action(store)

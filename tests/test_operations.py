@@ -382,9 +382,9 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     async def scenario() -> int:
         from gateway.events import parse_event
-        from gateway.store import Store
+        from gateway.store.sqlite import SqliteStore
 
-        store = Store(db)
+        store = SqliteStore(db)
         await store.open()
         old = time.time() - 7200
         for i in range(1200):  # more than one batch
@@ -409,7 +409,7 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
         await store.close()
         app = create_app(load_config(path))
         state = app[STATE]
-        state.store = Store(db)
+        state.store = SqliteStore(db)
         await state.store.open()
         try:
             return await prune_once(state)

@@ -11,7 +11,7 @@ import pytest
 from gateway import idwise
 from gateway.errors import StoreError
 from gateway.events import parse_event
-from gateway.store import MIGRATIONS, Store
+from gateway.store.sqlite import MIGRATIONS, SqliteStore
 
 
 def event(event_id: str, journey: str = "j-1") -> bytes:
@@ -20,8 +20,8 @@ def event(event_id: str, journey: str = "j-1") -> bytes:
     return json.dumps(document).encode()
 
 
-async def opened(path: Path) -> Store:
-    store = Store(path, busy_timeout=0.3)
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore(path, busy_timeout=0.3)
     await store.open()
     return store
 

@@ -21,7 +21,8 @@ from gateway.config.model import Backoff, DeliveryPolicy
 from gateway.delivery import Decision, DeliveryEngine, RateLimiter, backoff_delay, decide
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import parse_event
-from gateway.store import DueDelivery, Store
+from gateway.store import DueDelivery
+from gateway.store.sqlite import SqliteStore
 from tests.delivery.conftest import MakeSink
 from tests.delivery.support import payload
 from tests.helpers import base_config, sqlite_rows, write_config
@@ -223,7 +224,7 @@ async def simulate(
     )
     destination = config.destinations["svc"]
     clock = FakeClock(start)
-    store = Store(tmp_path / "sim.db")
+    store = SqliteStore(tmp_path / "sim.db")
     await store.open()
     delays: list[float] = []
     try:
@@ -340,7 +341,7 @@ async def test_zero_initial_backoff_attempt_still_records(
             ),
         )
     )
-    store = Store(tmp_path / "zero.db")
+    store = SqliteStore(tmp_path / "zero.db")
     async with aiohttp.ClientSession() as session:
         engine = DeliveryEngine(
             store,

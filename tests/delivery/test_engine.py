@@ -19,7 +19,8 @@ from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
 from gateway.errors import StoreError
 from gateway.events import parse_event
-from gateway.store import DueDelivery, Store
+from gateway.store import DueDelivery
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import GatewayClient
 from tests.delivery.conftest import MakeSink
 from tests.delivery.support import (
@@ -305,7 +306,7 @@ async def test_rate_limit_spaces_deliveries(
 # (a regression test: before the engine remembered ids finished during a `due` query, the
 # delivery below was sent twice, and the same race duplicated deliveries in the tests above
 # now and then)
-class SlowReadStore(Store):
+class SlowReadStore(SqliteStore):
     """The real SQLite store whose due() answers late, as a busy disk or a long read would:
     its result then describes the outbox as it was when the read began."""
 
@@ -320,7 +321,7 @@ class SlowReadStore(Store):
 
 
 @contextlib.asynccontextmanager
-async def engine_on(store: Store, tmp_path: Path, url: str) -> AsyncIterator[DeliveryEngine]:
+async def engine_on(store: SqliteStore, tmp_path: Path, url: str) -> AsyncIterator[DeliveryEngine]:
     """A real engine over `store`, delivering everything to one http destination at `url`."""
     config = load_config(
         write_config(
@@ -367,7 +368,7 @@ async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
     assert attempts(tmp_path / "slow.db") == [(1, "delivered", None, 200)]
 
 
-class FlakyRecordStore(Store):
+class FlakyRecordStore(SqliteStore):
     """The real SQLite store, except that the first `failures` outcome writes fail the way a
     full disk or a long-held lock makes them fail."""
 

@@ -1,0 +1,120 @@
+"""The store: the only place with SQL. This module is its interface, the shape every backend
+plugs into; the handlers, the delivery engine and the CLI see nothing else.
+
+A backend keeps three promises: `accept` returns only once the event and all its deliveries
+are durably committed (or raises `StoreError`, never half of it); a delivery's outcome is
+recorded only while it is still pending (a replay or expiry meanwhile wins); every failure
+is a `StoreError` whose `reason` says what went wrong (`locked`, `full`, `read_only`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.store.records import Accepted, AttemptRecord, DueDelivery
+
+if TYPE_CHECKING:
+    from gateway.config.model import StorageConfig
+    from gateway.events import Event
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def heartbeat(self) -> None:
+        """A write that proves the store takes commits (readiness)."""
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        """(commits, jobs committed) since open."""
+
+    # ---- ingest
+    async def accept(
+        self,
+        event: Event,
+        routes: Sequence[tuple[str, str | None]],
+        rules: Sequence[str],
+        source_ip: str | None,
+        headers: dict[str, str],
+        received_at: float | None = None,
+    ) -> Accepted: ...
+    async def import_events(
+        self, events: Iterable[Event], received_at: float, destination: str | None = None
+    ) -> int: ...
+
+    # ---- the outbox
+    async def due(
+        self,
+        destination: str,
+        now: float,
+        limit: int,
+        ordered: bool,
+        exclude: Iterable[int] = (),
+    ) -> list[DueDelivery]: ...
+    async def record(self, records: Sequence[AttemptRecord]) -> None: ...
+    async def expire(
+        self,
+        max_age: dict[str, float],
+        default_max_age: float,
+        now: float,
+        in_flight: set[int] | None = None,
+    ) -> dict[str, int]: ...
+    async def replay(
+        self,
+        *,
+        delivery_id: int | None = None,
+        event: str | None = None,
+        dead: bool = False,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> int: ...
+    async def add_routes(
+        self, additions: Iterable[tuple[int, str, str | None, str | None]]
+    ) -> int: ...
+
+    # ---- retention
+    async def prune(self, cutoff: float, batch: int = 500) -> int: ...
+
+    # ---- queries (CLI, metrics)
+    async def pending_stats(self) -> list[dict[str, Any]]: ...
+    async def list_events(
+        self,
+        *,
+        event_type: str | None = None,
+        since: float | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        destination: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]: ...
+    async def get_event(self, key: str) -> dict[str, Any] | None: ...
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        event_type: str | None = None,
+        event_row: int | None = None,
+        journey: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]: ...
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
+    async def events_for_reroute(
+        self, *, event: str | None = None, since: float | None = None, event_type: str | None = None
+    ) -> list[tuple[int, bytes]]: ...
+    async def existing_routes(self, event_rows: Sequence[int]) -> set[tuple[int, str]]: ...
+
+
+def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
+    """The configured backend, not yet opened. The CLI's store does not enforce `max_size`:
+    a replay or a prune must still work on a store that reached it."""
+    # imported here: each backend imports this package's records, and only one is used
+    from gateway.store.sqlite import SqliteStore
+
+    max_size = None if for_cli else storage.max_size
+    return SqliteStore(storage.path, storage.busy_timeout, max_size)
+
+
+__all__ = ["Accepted", "AttemptRecord", "DueDelivery", "Store", "create_store"]

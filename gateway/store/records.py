@@ -1,0 +1,38 @@
+"""What the store hands back and takes in, whatever the backend. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    status: str  # "accepted" | "duplicate"
+    event_row: int
+    delivery_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    event_row: int
+    destination: str
+    attempts: int
+    queued_at: float
+    raw: bytes
+    rule: str | None
+    attempt_base: int = 0  # attempts made before the last replay (not counted in the budget)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    delivery_id: int
+    number: int
+    started_at: float
+    duration: float
+    outcome: str  # delivered | retry | dead
+    reason: str | None = None
+    status_code: int | None = None
+    detail: str | None = None
+    output: str | None = None
+    next_attempt_at: float | None = None  # for outcome == "retry"

@@ -1,0 +1,65 @@
+"""The SQLite store's two connections: the group-commit writer for every change, and a
+read-only aiosqlite connection beside it (WAL lets reads run while the writer commits), so
+`serve` and the CLI can use the same database at the same time. Does I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gateway.store.sqlite.writer import GroupCommitWriter, store_error
+
+T = TypeVar("T")
+
+
+class SqliteConnection:
+    def __init__(self, path: Path, busy_timeout: float = 5.0, max_size: int | None = None) -> None:
+        self.path = path
+        self._writer = GroupCommitWriter(path, busy_timeout, max_size)
+        self._busy_timeout = busy_timeout
+        self._reader: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self._writer.start(asyncio.get_running_loop())
+            self._reader = await aiosqlite.connect(self.path, timeout=self._busy_timeout)
+            await self._reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise store_error(exc) from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        return self._writer.batches, self._writer.jobs
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside the next group commit; returns once that commit is durable."""
+        return await self._writer.submit(fn)
+
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        assert self._reader is not None, "store not open"
+        try:
+            self._reader.row_factory = sqlite3.Row
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise store_error(exc) from None
+
+    async def heartbeat(self) -> None:
+        now = time.time()
+        await self.write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (str(now),)
+            )
+        )

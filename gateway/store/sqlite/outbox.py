@@ -1,0 +1,301 @@
+"""The outbox on SQLite: an event and its deliveries in one commit, due deliveries, attempt
+outcomes, expiry and replay. Does I/O (through the connection's writer and reader)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway.events import Event
+from gateway.store.records import Accepted, AttemptRecord, DueDelivery
+from gateway.store.sqlite.connection import SqliteConnection
+
+
+def _insert_event(
+    conn: sqlite3.Connection,
+    event: Event,
+    routes: Sequence[tuple[str, str | None]],
+    rules: Sequence[str],
+    received_at: float,
+    source_ip: str | None,
+    headers: dict[str, str],
+) -> Accepted:
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO events (dedupe_key, event_type, event_id, journey_key, reference_no,"
+        " received_at, source_ip, headers, rules, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            event.dedupe_key,
+            event.type,
+            event.event_id,
+            event.journey_key,
+            event.reference_no,
+            received_at,
+            source_ip,
+            json.dumps(headers),
+            json.dumps(list(rules)),
+            event.raw,
+        ),
+    )
+    if cursor.rowcount == 0:
+        row = conn.execute(
+            "SELECT id FROM events WHERE dedupe_key = ?", (event.dedupe_key,)
+        ).fetchone()
+        return Accepted("duplicate", row[0])
+    event_row = cursor.lastrowid
+    assert event_row is not None
+    ids = []
+    for destination, rule in routes:
+        cursor = conn.execute(
+            "INSERT INTO deliveries (event_row, destination, rule, journey_key, queued_at,"
+            " next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+            (
+                event_row,
+                destination,
+                rule,
+                event.journey_key,
+                received_at,
+                received_at,
+                received_at,
+            ),
+        )
+        ids.append(cursor.lastrowid or 0)
+    return Accepted("accepted", event_row, tuple(ids))
+
+
+def _record_attempts(
+    conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: float
+) -> None:
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration, outcome, reason,"
+        " status_code, detail, output) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                r.delivery_id,
+                r.number,
+                r.started_at,
+                r.duration,
+                r.outcome,
+                r.reason,
+                r.status_code,
+                r.detail,
+                r.output,
+            )
+            for r in records
+        ],
+    )
+    for r in records:
+        status = {"delivered": "delivered", "dead": "dead"}.get(r.outcome, "pending")
+        # `status = 'pending'` guards against a replay or expiry that happened meanwhile
+        conn.execute(
+            "UPDATE deliveries SET status = ?, attempts = max(attempts, ?), updated_at = ?,"
+            " next_attempt_at = coalesce(?, next_attempt_at), reason = ?, last_error = ?"
+            " WHERE id = ? AND status = 'pending'",
+            (status, r.number, now, r.next_attempt_at, r.reason, r.detail, r.delivery_id),
+        )
+
+
+class SqliteOutbox(SqliteConnection):
+    # ---- ingest ------------------------------------------------------------------------
+    async def accept(
+        self,
+        event: Event,
+        routes: Sequence[tuple[str, str | None]],
+        rules: Sequence[str],
+        source_ip: str | None,
+        headers: dict[str, str],
+        received_at: float | None = None,
+    ) -> Accepted:
+        at = time.time() if received_at is None else received_at
+        return await self.write(
+            lambda conn: _insert_event(conn, event, routes, rules, at, source_ip, headers)
+        )
+
+    async def import_events(
+        self, events: Iterable[Event], received_at: float, destination: str | None = None
+    ) -> int:
+        """Bulk-load history (benchmarks, migrations from another tool): events, each with one
+        already-delivered delivery when `destination` is given. Duplicates are skipped."""
+        batch = list(events)
+
+        def run(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (dedupe_key, event_type, event_id, journey_key,"
+                " reference_no, received_at, raw) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.dedupe_key,
+                        e.type,
+                        e.event_id,
+                        e.journey_key,
+                        e.reference_no,
+                        received_at,
+                        e.raw,
+                    )
+                    for e in batch
+                ],
+            )
+            inserted = conn.total_changes - before
+            if destination is not None:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO deliveries (event_row, destination, journey_key, status,"
+                    " attempts, queued_at, next_attempt_at, updated_at)"
+                    " SELECT id, ?, journey_key, 'delivered', 1, ?, ?, ? FROM events WHERE dedupe_key = ?",
+                    [
+                        (destination, received_at, received_at, received_at, e.dedupe_key)
+                        for e in batch
+                    ],
+                )
+            return inserted
+
+        return await self.write(run)
+
+    # ---- delivery ----------------------------------------------------------------------
+    async def due(
+        self,
+        destination: str,
+        now: float,
+        limit: int,
+        ordered: bool,
+        exclude: Iterable[int] = (),
+    ) -> list[DueDelivery]:
+        """Pending deliveries due by `now`, oldest first; with `ordered`, only the first
+        pending one of each journey. `exclude`: ids already in flight (not fetched again)."""
+        skip = json.dumps(sorted(exclude))
+        order_clause = (
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending'"
+            " AND p.destination = d.destination AND p.journey_key = d.journey_key AND p.id < d.id)"
+            if ordered
+            else ""
+        )
+        rows = await self.read(
+            "SELECT d.id, d.event_row, d.destination, d.attempts, d.queued_at, d.rule, e.raw,"
+            " d.attempt_base"
+            " FROM deliveries d JOIN events e ON e.id = d.event_row"
+            " WHERE d.status = 'pending' AND d.destination = ? AND d.next_attempt_at <= ?"
+            " AND d.id NOT IN (SELECT value FROM json_each(?))"
+            + order_clause
+            + " ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            (destination, now, skip, limit),
+        )
+        return [
+            DueDelivery(
+                r["id"],
+                r["event_row"],
+                r["destination"],
+                r["attempts"],
+                r["queued_at"],
+                r["raw"],
+                r["rule"],
+                r["attempt_base"],
+            )
+            for r in rows
+        ]
+
+    async def record(self, records: Sequence[AttemptRecord]) -> None:
+        now = time.time()
+        await self.write(lambda conn: _record_attempts(conn, records, now))
+
+    async def expire(
+        self,
+        max_age: dict[str, float],
+        default_max_age: float,
+        now: float,
+        in_flight: set[int] | None = None,
+    ) -> dict[str, int]:
+        """Pending deliveries past their destination's max_age become dead (reason max_age);
+        those with an attempt in flight are left to that attempt. Counts per destination."""
+        skip = sorted(in_flight or ())
+        skip_clause = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            expired: dict[str, int] = {}
+            stale = [(destination, now - age) for destination, age in max_age.items()]
+            for destination, cutoff in stale:
+                count = conn.execute(
+                    "UPDATE deliveries SET status = 'dead', reason = 'max_age', updated_at = ?"
+                    " WHERE status = 'pending' AND destination = ? AND queued_at < ?" + skip_clause,
+                    (now, destination, cutoff, *skip),
+                ).rowcount
+                if count:
+                    expired[destination] = count
+            # destinations no longer configured (removed by a reload) use the default max_age
+            placeholders = ",".join("?" * len(max_age)) or "''"
+            rows = conn.execute(
+                "SELECT destination, count(*) FROM deliveries WHERE status = 'pending'"
+                f" AND destination NOT IN ({placeholders}) AND queued_at < ? GROUP BY destination",
+                (*max_age, now - default_max_age),
+            ).fetchall()
+            for destination, count in rows:
+                conn.execute(
+                    "UPDATE deliveries SET status = 'dead', reason = 'max_age', updated_at = ?"
+                    " WHERE status = 'pending' AND destination = ? AND queued_at < ?",
+                    (now, destination, now - default_max_age),
+                )
+                expired[destination] = count
+            return expired
+
+        return await self.write(run)
+
+    # ---- replay ------------------------------------------------------------------------
+    async def replay(
+        self,
+        *,
+        delivery_id: int | None = None,
+        event: str | None = None,
+        dead: bool = False,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> int:
+        """Re-queue matching deliveries; pending ones are made due now, never duplicated."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+        if delivery_id is not None:
+            where.append("d.id = ?")
+            params.append(delivery_id)
+        if event is not None:
+            where.append(
+                "d.event_row IN (SELECT id FROM events WHERE dedupe_key = ? OR event_id = ? OR CAST(id AS TEXT) = ?)"
+            )
+            params += [event, event, event]
+        if dead:
+            where.append("d.status = 'dead'")
+        if destination is not None:
+            where.append("d.destination = ?")
+            params.append(destination)
+        if since is not None:
+            where.append("d.queued_at >= ?")
+            params.append(since)
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = ?, updated_at = ?,"
+                " attempt_base = CASE WHEN status = 'pending' THEN attempt_base ELSE attempts END,"
+                " queued_at = CASE WHEN status = 'pending' THEN queued_at ELSE ? END,"
+                " reason = CASE WHEN status = 'pending' THEN reason ELSE NULL END"
+                " WHERE " + " AND ".join(where),
+                (now, now, now, *params),
+            ).rowcount
+
+        return await self.write(run)
+
+    async def add_routes(self, additions: Iterable[tuple[int, str, str | None, str | None]]) -> int:
+        """(event_row, destination, rule, journey_key) rows; existing pairs are left alone."""
+        rows = list(additions)
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            count = 0
+            for event_row, destination, rule, journey_key in rows:
+                count += conn.execute(
+                    "INSERT OR IGNORE INTO deliveries (event_row, destination, rule, journey_key,"
+                    " queued_at, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                    (event_row, destination, rule, journey_key, now, now, now),
+                ).rowcount
+            return count
+
+        return await self.write(run)

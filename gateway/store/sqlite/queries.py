@@ -1,0 +1,157 @@
+"""Read queries over the SQLite store, shared by the CLI (and the metrics endpoint). Does
+I/O (through the read-only connection)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.store.sqlite.connection import SqliteConnection
+
+
+class SqliteQueries(SqliteConnection):
+    async def pending_stats(self) -> list[dict[str, Any]]:
+        rows = await self.read(
+            "SELECT destination, count(*) AS pending, min(queued_at) AS oldest FROM deliveries"
+            " WHERE status = 'pending' GROUP BY destination"
+        )
+        return [dict(r) for r in rows]
+
+    async def list_events(
+        self,
+        *,
+        event_type: str | None = None,
+        since: float | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        destination: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Newest first. `status` / `destination`: events with such a delivery."""
+        where, params = _filters(
+            ("event_type = ?", event_type),
+            ("received_at >= ?", since),
+            ("journey_key = ?", journey),
+            (
+                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id AND s.status = ?)",
+                status,
+            ),
+            (
+                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
+                " AND s.destination = ?)",
+                destination,
+            ),
+        )
+        rows = await self.read(
+            "SELECT e.id, e.dedupe_key, e.event_type, e.journey_key, e.reference_no, e.received_at,"
+            " e.source_ip, e.rules,"
+            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id) AS deliveries,"
+            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id AND d.status = 'pending') AS pending"
+            f" FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [{**dict(r), "rules": json.loads(r["rules"])} for r in rows]
+
+    async def get_event(self, key: str) -> dict[str, Any] | None:
+        rows = await self.read(
+            "SELECT * FROM events WHERE dedupe_key = ? OR event_id = ? OR CAST(id AS TEXT) = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (key, key, key),
+        )
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["headers"] = json.loads(row["headers"])
+        row["rules"] = json.loads(row["rules"])
+        raw = row.pop("raw")
+        try:
+            row["payload"] = json.loads(raw)
+        except ValueError:
+            row["payload"] = raw.decode("utf-8", "replace")
+        row["deliveries"] = await self.list_deliveries(event_row=row["id"], limit=1000)
+        return row
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        event_type: str | None = None,
+        event_row: int | None = None,
+        journey: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        where, params = _filters(
+            ("d.status = ?", status),
+            ("d.destination = ?", destination),
+            ("e.event_type = ?", event_type),
+            ("d.event_row = ?", event_row),
+            ("d.journey_key = ?", journey),
+            ("d.queued_at >= ?", since),
+        )
+        rows = await self.read(
+            "SELECT d.id, d.event_row, e.dedupe_key, e.event_type, d.destination, d.rule, d.journey_key,"
+            " d.status, d.attempts, d.queued_at, d.next_attempt_at, d.updated_at, d.reason, d.last_error"
+            f" FROM deliveries d JOIN events e ON e.id = d.event_row WHERE {where}"
+            " ORDER BY d.id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [dict(r) for r in rows]
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        rows = await self.read(
+            "SELECT d.*, e.dedupe_key, e.event_type FROM deliveries d JOIN events e ON e.id = d.event_row"
+            " WHERE d.id = ?",
+            (delivery_id,),
+        )
+        if not rows:
+            return None
+        row = dict(rows[0])
+        attempts = await self.read(
+            "SELECT number, started_at, duration, outcome, reason, status_code, detail, output"
+            " FROM attempts WHERE delivery_id = ? ORDER BY number, id",
+            (delivery_id,),
+        )
+        row["attempt_history"] = [dict(a) for a in attempts]
+        return row
+
+    async def events_for_reroute(
+        self, *, event: str | None = None, since: float | None = None, event_type: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        where, params = _filters(
+            (
+                "(dedupe_key = ? OR event_id = ? OR CAST(id AS TEXT) = ?)",
+                (event, event, event) if event else None,
+            ),
+            ("received_at >= ?", since),
+            ("event_type = ?", event_type),
+        )
+        rows = await self.read(f"SELECT id, raw FROM events WHERE {where} ORDER BY id", params)
+        return [(r["id"], r["raw"]) for r in rows]
+
+    async def existing_routes(self, event_rows: Sequence[int]) -> set[tuple[int, str]]:
+        found: set[tuple[int, str]] = set()
+        for start in range(0, len(event_rows), 500):
+            chunk = event_rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.read(
+                f"SELECT event_row, destination FROM deliveries WHERE event_row IN ({marks})", chunk
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+
+def _filters(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1=1"]
+    params: list[Any] = []
+    for clause, value in pairs:
+        if value is None:
+            continue
+        clauses.append(clause)
+        if isinstance(value, tuple):
+            params.extend(value)
+        else:
+            params.append(value)
+    return " AND ".join(clauses), params
