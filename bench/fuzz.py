@@ -52,8 +52,8 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import HypothesisDeprecationWarning  # noqa: E402
 
 from gateway import idwise  # noqa: E402
-from gateway.app import create_app  # noqa: E402
 from gateway.config.load import load_config  # noqa: E402
+from gateway.web.app import create_app  # noqa: E402
 
 TOKEN = "fuzz-token-0123456789"
 BASIC = ("idwise", "fuzz-password")
@@ -577,7 +577,7 @@ def main() -> None:
         help="run the listener with aiohttp's defaults instead of serve's (auto_decompress=False)",
     )
     args = parser.parse_args()
-    # the listener options `serve` uses (gateway/app.py): compressed bodies are never inflated
+    # the listener options `serve` uses (gateway/server.py): compressed bodies are never inflated
     listener: dict[str, Any] = {} if args.aiohttp_defaults else {"auto_decompress": False}
     sys.exit(run(args.seconds, args.seed, args.examples_per_batch, listener))
 

@@ -82,7 +82,7 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import serve
+    from gateway.server import serve
 
     try:
         import uvloop

@@ -8,9 +8,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.config.load import load_config
 from gateway.secret import registry_state, restore_registry
+from gateway.web.app import create_app
 from tests.helpers import Sink, base_config, write_config
 
 

@@ -372,9 +372,8 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
 def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
     import asyncio
 
-    from gateway.app import create_app, prune_once
     from gateway.config.load import load_config
-    from gateway.handlers import STATE
+    from gateway.retention import prune_once
 
     config = base_config(tmp_path, storage={"retention": "1h"})
     path = write_config(tmp_path, config)
@@ -407,14 +406,13 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
         )
         conn.close()
         await store.close()
-        app = create_app(load_config(path))
-        state = app[STATE]
-        state.store = SqliteStore(db)
-        await state.store.open()
+        retention = load_config(path).storage.retention
+        store = SqliteStore(db)
+        await store.open()
         try:
-            return await prune_once(state)
+            return await prune_once(store, retention)
         finally:
-            await state.store.close()
+            await store.close()
 
     removed = asyncio.run(scenario())
     assert removed == 1200

@@ -9,7 +9,7 @@ is a `StoreError` whose `reason` says what went wrong (`locked`, `full`, `read_o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.store.records import Accepted, AttemptRecord, DueDelivery
@@ -24,6 +24,11 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def heartbeat(self) -> None:
         """A write that proves the store takes commits (readiness)."""
+
+    def listen(self, listener: Callable[[Iterable[str] | None], None]) -> Callable[[], None]:
+        """Call `listener(destinations)` after each commit of this process that made
+        deliveries due (None: any destination); returns the undo. The delivery engine
+        listens, so whoever writes need not know it."""
 
     @property
     def writer_stats(self) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,8 @@ from gateway.store.sqlite.writer import GroupCommitWriter, store_error
 
 T = TypeVar("T")
 
+CommitListener = Callable[[Iterable[str] | None], None]
+
 
 class SqliteConnection:
     def __init__(self, path: Path, busy_timeout: float = 5.0, max_size: int | None = None) -> None:
@@ -24,6 +26,17 @@ class SqliteConnection:
         self._writer = GroupCommitWriter(path, busy_timeout, max_size)
         self._busy_timeout = busy_timeout
         self._reader: aiosqlite.Connection | None = None
+        self._listeners: list[CommitListener] = []
+
+    def listen(self, listener: CommitListener) -> Callable[[], None]:
+        """`listener(destinations)` after each commit that made deliveries due (None: any
+        destination may have some); returns the undo."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _made_due(self, destinations: Iterable[str] | None) -> None:
+        for listener in self._listeners:
+            listener(destinations)
 
     async def open(self) -> None:
         try:

@@ -109,9 +109,12 @@ class SqliteOutbox(SqliteConnection):
         received_at: float | None = None,
     ) -> Accepted:
         at = time.time() if received_at is None else received_at
-        return await self.write(
+        accepted = await self.write(
             lambda conn: _insert_event(conn, event, routes, rules, at, source_ip, headers)
         )
+        if accepted.delivery_ids:
+            self._made_due(destination for destination, _ in routes)
+        return accepted
 
     async def import_events(
         self, events: Iterable[Event], received_at: float, destination: str | None = None
@@ -281,7 +284,10 @@ class SqliteOutbox(SqliteConnection):
                 (now, now, now, *params),
             ).rowcount
 
-        return await self.write(run)
+        count = await self.write(run)
+        if count:
+            self._made_due(None)
+        return count
 
     async def add_routes(self, additions: Iterable[tuple[int, str, str | None, str | None]]) -> int:
         """(event_row, destination, rule, journey_key) rows; existing pairs are left alone."""
@@ -298,4 +304,7 @@ class SqliteOutbox(SqliteConnection):
                 ).rowcount
             return count
 
-        return await self.write(run)
+        count = await self.write(run)
+        if count:
+            self._made_due({destination for _, destination, _, _ in rows})
+        return count

@@ -1,0 +1,57 @@
+"""Middlewares: every error is a JSON answer, and the admin token guards the admin listener.
+Pure request plumbing; no I/O of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.runtime import Runtime
+from gateway.web.responses import error_response
+
+log = logging.getLogger("gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: probes must answer without credentials (Kubernetes sends none)
+UNGUARDED = ("/healthz", "/readyz")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is a JSON answer; never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.reason.lower().replace(" ", "_")
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+        return error_response(exc.status, reason, exc.reason, **headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"path": request.rel_url.path}})
+        return error_response(500, "internal", "internal error")
+
+
+def admin_auth(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Bearer `admin.token`, read from the live config on every request (a reload rotates it)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = runtime.current.admin.token
+        if token and request.rel_url.path not in UNGUARDED:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(
+                given.encode("utf-8", "surrogateescape"), token.reveal().encode()
+            ):
+                return error_response(
+                    401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
+                )
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,230 @@
+"""The webhook endpoint: a short pipeline that ends in one `Outcome`, from which come the
+answer, the one log line and the one metric of the request. Does I/O (the body, the store).
+
+Order: draining? -> auth (IP, then credentials) -> encoding and size -> parse -> route (pure)
+-> one durable commit of the event and its deliveries -> 200. The store's commit wakes the
+delivery engine; this module does not know the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.auth import authenticate
+from gateway.config.model import Config
+from gateway.errors import AuthError, PayloadError, StoreError
+from gateway.events import Event, parse_event
+from gateway.logs import LOGGED, log_fields
+from gateway.metrics import Metrics
+from gateway.rules import match_rules
+from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME, STORE
+from gateway.web.responses import error_response
+
+log = logging.getLogger("gateway.webhook")
+
+BODY_TIMEOUT = 10.0  # a client that trickles its body is cut off (slowloris)
+#: requests waiting for a commit; beyond this the store is not keeping up (an fsync stall):
+#: answer 503 at once rather than pile bodies up in memory
+MAX_WAITING_FOR_COMMIT = 4096
+KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id", "Content-Length")
+RETRY_SOON = {"Retry-After": "5"}
+RETRY_LATER = {"Retry-After": "10"}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one webhook ended. `outcome` and `reason` are the log fields and metric labels;
+    `error` and `message` the JSON answer's, for anything but accepted and duplicate."""
+
+    outcome: (
+        str  # accepted | duplicate | refused | rejected | store_error | overloaded | shutting_down
+    )
+    status: int = 200
+    reason: str | None = None
+    error: str | None = None
+    message: str = ""
+    event: Event | None = None
+    rules: tuple[str, ...] = ()
+    destinations: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    remote: str | None = None
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    request[LOGGED] = True  # this line replaces the access log's
+    outcome = await _ingest(request)
+    _count(request.app[METRICS], outcome)
+    _log(outcome)
+    return _answer(outcome)
+
+
+async def _ingest(request: web.Request) -> Outcome:
+    app = request.app
+    if app[LIFECYCLE].draining:
+        return Outcome(
+            "shutting_down", 503, "shutting_down", "shutting_down",
+            "gateway is shutting down; retry", headers=RETRY_SOON,
+        )  # fmt: skip
+    config = app[RUNTIME].current  # one config for the whole request, whatever reloads happen
+    try:
+        client = authenticate(config.auth, request.headers, request.remote)
+    except AuthError as exc:
+        return _refused(exc, config, request.remote)
+    try:
+        _refuse_compressed(request)
+        raw = await _read_body(request, config.server.max_body_bytes)
+        event = parse_event(raw)
+    except PayloadError as exc:
+        return Outcome("rejected", exc.status, exc.reason, exc.reason, str(exc))
+    except TimeoutError:
+        message = f"body not received within {BODY_TIMEOUT:g}s"
+        return Outcome("rejected", 408, "body_timeout", "body_timeout", message)
+    source = str(client) if client else request.remote
+    return await _store(request, config, event, source)
+
+
+def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
+    if exc.reason == "ip_denied":
+        return Outcome(
+            "refused", 403, exc.reason, "forbidden", "source address not allowed", remote=remote
+        )
+    headers = (
+        {"WWW-Authenticate": 'Basic realm="idwise-gateway", charset="UTF-8"'}
+        if config.auth.basic
+        else {}
+    )
+    return Outcome(
+        "refused", 401, exc.reason, "unauthorized", "missing or invalid credentials",
+        headers=headers, remote=remote,
+    )  # fmt: skip
+
+
+def _refuse_compressed(request: web.Request) -> None:
+    # every Content-Encoding header counts: aiohttp would inflate a gzip body named by any of
+    # them, so a second header must not smuggle a compressed (bomb) body past this check
+    encodings = {
+        part.strip().lower()
+        for value in request.headers.getall("Content-Encoding", ())
+        for part in value.split(",")
+    }
+    if encodings - {"", "identity"}:
+        raise PayloadError(
+            "unsupported_encoding",
+            "Content-Encoding is not accepted; send the JSON body as is",
+            415,
+        )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
+    if length is not None:
+        # a small webhook has usually arrived with its headers: take it without waiting
+        buffered = request.content.read_nowait(length)
+        if len(buffered) == length:
+            return buffered
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                return buffered + await request.content.readexactly(length - len(buffered))
+        except asyncio.IncompleteReadError:
+            raise PayloadError("truncated_body", "body shorter than its Content-Length") from None
+    chunks: list[bytes] = []  # chunked: count as it arrives, stop at the limit
+    size = 0
+    async with asyncio.timeout(BODY_TIMEOUT):
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _store(request: web.Request, config: Config, event: Event, source: str | None) -> Outcome:
+    routes, rules = match_rules(config.rules, config.unmatched, event.type, event.document)
+    lifecycle = request.app[LIFECYCLE]
+    if lifecycle.waiting_for_commit >= MAX_WAITING_FOR_COMMIT:
+        return Outcome(
+            "overloaded", 503, "overloaded", "overloaded", "store is not keeping up; retry",
+            event=event, headers=RETRY_LATER,
+        )  # fmt: skip
+    secret_headers = {h.name for h in config.auth.headers}
+    lifecycle.waiting_for_commit += 1
+    try:
+        accepted = await request.app[STORE].accept(
+            event, routes, rules, source, _kept_headers(request, secret_headers)
+        )
+    except StoreError as exc:
+        return Outcome(
+            "store_error", 503, exc.reason, "store_unavailable",
+            f"event not stored ({exc.reason}); retry", event=event, headers=RETRY_LATER,
+        )  # fmt: skip
+    finally:
+        lifecycle.waiting_for_commit -= 1
+    destinations = tuple(d for d, _ in routes) if accepted.status == "accepted" else ()
+    return Outcome(accepted.status, event=event, rules=tuple(rules), destinations=destinations)
+
+
+def _kept_headers(request: web.Request, secret_header_names: set[str]) -> dict[str, str]:
+    kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    if "Authorization" in request.headers:
+        scheme = request.headers["Authorization"].split(" ", 1)[0].lower()
+        kept["Authorization"] = {"basic": "Basic ****", "bearer": "Bearer ****"}.get(scheme, "****")
+    for name in secret_header_names:
+        if name in request.headers:
+            kept[name] = "****"
+    return kept
+
+
+# ---- from the outcome: one metric, one log line, one answer -------------------------------
+def _count(metrics: Metrics, outcome: Outcome) -> None:
+    if outcome.event is None:  # refused before we knew what it was
+        metrics.reject(outcome.reason or outcome.outcome)
+    else:
+        metrics.webhook(outcome.event.type, outcome.outcome)
+
+
+_LINES = {
+    "accepted": (logging.INFO, "webhook received"),
+    "duplicate": (logging.INFO, "webhook received"),
+    "refused": (logging.INFO, "webhook refused"),
+    "rejected": (logging.INFO, "webhook rejected"),
+    "store_error": (logging.ERROR, "webhook not stored"),
+    "overloaded": (logging.INFO, "webhook not stored"),
+    "shutting_down": (logging.INFO, "webhook not stored"),
+}
+
+
+def _log(outcome: Outcome) -> None:
+    level, message = _LINES[outcome.outcome]
+    fields: dict[str, object] = {"msg_kind": "webhook"}
+    event = outcome.event
+    if event is not None:
+        fields.update(eventId=event.dedupe_key, event=event.type, journeyId=event.journey_key)
+    fields["outcome"] = outcome.outcome
+    if outcome.outcome in ("accepted", "duplicate"):
+        fields.update(rules=list(outcome.rules), destinations=list(outcome.destinations))
+    else:
+        fields["reason"] = outcome.reason
+    if outcome.remote is not None:
+        fields["remote"] = outcome.remote
+    log_fields(log, level, message, fields)
+
+
+def _answer(outcome: Outcome) -> web.Response:
+    if outcome.outcome in ("accepted", "duplicate"):
+        assert outcome.event is not None
+        body = b'{"status":"%s","eventId":%s}' % (
+            outcome.outcome.encode(),
+            json.dumps(outcome.event.dedupe_key).encode(),
+        )
+        return web.Response(body=body, content_type="application/json")
+    return error_response(
+        outcome.status, outcome.error or "error", outcome.message, **outcome.headers
+    )
