@@ -43,7 +43,6 @@ from gateway.config.model import (
 )
 from gateway.config.source import Path as KeyPath
 from gateway.config.source import Source, YamlProblem, format_path, parse_yaml
-from gateway.config.units import parse_duration, parse_rate, parse_size
 from gateway.destinations import REGISTRY
 from gateway.destinations.base import BuildContext, Destination
 from gateway.errors import ConfigError, Problem
@@ -52,6 +51,7 @@ from gateway.jmes import body_fields, compile_expression, describe_error
 from gateway.render import template_expressions
 from gateway.rules import Rule, RuleSet
 from gateway.secret import Secret, register
+from gateway.units import parse_duration, parse_rate, parse_size
 
 DEFAULT_CONFIG = "config.yaml"
 SERVER_DEFAULTS = ServerConfig()

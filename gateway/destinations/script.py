@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.model import DeliveryPolicy
-from gateway.config.units import parse_duration
 from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
 from gateway.secret import redact
+from gateway.units import parse_duration
 
 EX_TEMPFAIL = 75
 OUTPUT_LIMIT = 4096
