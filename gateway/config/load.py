@@ -34,9 +34,7 @@ from gateway.auth import AuthConfig, BasicCredential, HeaderCredential, IPNetwor
 from gateway.config.interpolate import InterpolationError, interpolate
 from gateway.config.model import (
     AdminConfig,
-    Backoff,
     Config,
-    DeliveryPolicy,
     LoggingConfig,
     ServerConfig,
     StorageConfig,
@@ -49,6 +47,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.events import parse_event
 from gateway.jmes import body_fields, compile_expression, describe_error
 from gateway.render import template_expressions
+from gateway.retry import Backoff, DeliveryPolicy
 from gateway.rules import Rule, RuleSet
 from gateway.secret import Secret, register
 from gateway.units import parse_duration, parse_rate, parse_size

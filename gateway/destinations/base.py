@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, TemplateError, compile_template
+from gateway.retry import DeliveryPolicy
 from gateway.secret import MASK, Secret
 
 

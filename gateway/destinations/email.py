@@ -16,11 +16,11 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, compile_text, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
 
 DEFAULT_SUBJECT = (

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
@@ -33,6 +32,7 @@ from gateway.destinations.base import (
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret, redact
 
 

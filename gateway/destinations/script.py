@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import redact
 from gateway.units import parse_duration
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
@@ -29,6 +28,7 @@ from gateway.destinations.base import (
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
 
 #: Slack's documented incoming-webhook errors that no retry can fix
