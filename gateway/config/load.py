@@ -13,20 +13,16 @@ Only if no error was found is a `Config` returned; otherwise ConfigError lists t
 
 from __future__ import annotations
 
-import difflib
 import glob
 import hashlib
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from jmespath.exceptions import JMESPathError
 
 from gateway import idwise
@@ -39,8 +35,10 @@ from gateway.config.model import (
     ServerConfig,
     StorageConfig,
 )
+from gateway.config.report import Report, nearest, split_key
+from gateway.config.schema import config_schema, rules_file_schema, validate
 from gateway.config.source import Path as KeyPath
-from gateway.config.source import Source, YamlProblem, format_path, parse_yaml
+from gateway.config.source import Source, YamlProblem, parse_yaml
 from gateway.destinations import REGISTRY
 from gateway.destinations.base import BuildContext, Destination
 from gateway.errors import ConfigError, Problem
@@ -70,42 +68,20 @@ def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None
     return Path(cli_value or environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
 
 
-def _schema() -> dict[str, Any]:
-    global _SCHEMA
-    if _SCHEMA is None:
-        text = resources.files("gateway.config").joinpath("schema.json").read_text()
-        _SCHEMA = json.loads(text)
-    return _SCHEMA
-
-
-_SCHEMA: dict[str, Any] | None = None
-
-
 @dataclass
 class _Loader:
     path: Path
     environ: Mapping[str, str]
-    problems: list[Problem] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
     sources: list[Source] = field(default_factory=list)
     digest: Any = field(default_factory=hashlib.sha256)
-    # parts that already failed (schema or ${...}) are left out of the later checks, so one
-    # mistake is reported once and every other problem still gets found in the same run
-    unresolved: set[tuple[str, KeyPath]] = field(default_factory=set)
-    broken_sections: set[str] = field(default_factory=set)
-    broken_destinations: set[str] = field(default_factory=set)
-    broken_rules: set[tuple[str, int]] = field(default_factory=set)
     rule_items: list[tuple[Source, KeyPath, dict[str, Any], Rule]] = field(default_factory=list)
 
-    # ---- reporting -------------------------------------------------------------------------
-    def error(self, source: Source, path: KeyPath, message: str, severity: str = "error") -> None:
-        if (source.file, path) in self.unresolved:
-            return  # the ${...} there already failed; anything else about it is noise
-        self.problems.append(
-            Problem(source.file, source.line_of(path), format_path(path), message, severity)
-        )
+    def error(self, source: Source, path: KeyPath, message: str) -> None:
+        self.report.error(source, path, message)
 
     def warn(self, source: Source, path: KeyPath, message: str) -> None:
-        self.error(source, path, message, "warning")
+        self.report.warn(source, path, message)
 
     # ---- step 1 + 2 ------------------------------------------------------------------------
     def read(self, path: Path) -> Source | None:
@@ -113,16 +89,16 @@ class _Loader:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            self.problems.append(Problem(display, 0, "", f"file not found (cwd {os.getcwd()})"))
+            self.report.file_problem(display, 0, (), f"file not found (cwd {os.getcwd()})")
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            self.problems.append(Problem(display, 0, "", f"cannot read: {exc}"))
+            self.report.file_problem(display, 0, (), f"cannot read: {exc}")
             return None
         self.digest.update(display.encode() + b"\0" + text.encode() + b"\0")
         try:
             source = parse_yaml(text, display)
         except YamlProblem as exc:
-            self.problems.append(Problem(display, exc.line, format_path(exc.path), str(exc)))
+            self.report.file_problem(display, exc.line, exc.path, str(exc))
             return None
         if not isinstance(source.data, dict):
             self.error(source, (), "the file must hold a mapping (key: value) at the top")
@@ -144,7 +120,7 @@ class _Loader:
             )
         except InterpolationError as exc:
             self.error(source, path, str(exc))
-            self.unresolved.add((source.file, path))
+            self.report.unresolved.add((source.file, path))
             return value
         if _is_secret_value(path, text) or value.lstrip().startswith("${file:"):
             register(text, *substituted)
@@ -156,34 +132,6 @@ class _Loader:
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
         return text
-
-    # ---- step 3 ----------------------------------------------------------------------------
-    def validate(self, source: Source, schema: dict[str, Any]) -> bool:
-        """Report schema errors, then set the invalid parts aside. False if the file is
-        unusable as a whole."""
-        validator = jsonschema.Draft202012Validator(schema)
-        usable = True
-        for err in sorted(
-            validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))
-        ):
-            for path, message in _describe(err):
-                self.error(source, path, message)
-                usable = self.set_aside(source, path) and usable
-        return usable
-
-    def set_aside(self, source: Source, path: KeyPath) -> bool:
-        if not path:
-            return False
-        head = path[0]
-        if head == "rules" and len(path) > 1 and isinstance(path[1], int):
-            self.broken_rules.add((source.file, path[1]))
-        elif head == "destinations" and len(path) > 1:
-            self.broken_destinations.add(str(path[1]))
-            source.data["destinations"].pop(path[1], None)
-        elif isinstance(head, str) and head in source.data:
-            self.broken_sections.add(head)
-            source.data[head] = [] if head in ("rules", "rules_files", "unmatched") else {}
-        return True
 
     # ---- step 4 ----------------------------------------------------------------------------
     def duration(
@@ -251,8 +199,7 @@ class _Loader:
         main = self.read(self.path)
         if main is None:
             return None
-        schema = _schema()
-        valid = self.validate(main, schema)
+        valid = validate(main, config_schema(), self.report)
         data = main.data
         base_dir = Path(os.path.abspath(self.path)).parent
 
@@ -272,8 +219,7 @@ class _Loader:
                 rules_source = self.read(Path(match))
                 if rules_source is None:
                     continue
-                rules_schema = {**schema["$defs"]["rules_file"], "$defs": schema["$defs"]}
-                if self.validate(rules_source, rules_schema):
+                if validate(rules_source, rules_file_schema(), self.report):
                     rule_sources.append(
                         (rules_source, ("rules",), rules_source.data.get("rules") or [])
                     )
@@ -340,10 +286,10 @@ class _Loader:
         unmatched_raw = data.get("unmatched") or []
         unmatched = tuple([unmatched_raw] if isinstance(unmatched_raw, str) else unmatched_raw)
         for i, name in enumerate(unmatched):
-            if name not in destinations and name not in self.broken_destinations:
+            if name not in destinations and name not in self.report.broken_destinations:
                 self.error(main, ("unmatched", i), self.undefined(name, destinations))
         self.cross_check(rule_sources, rules, destinations)
-        if any(p.severity == "error" for p in self.problems):
+        if self.report.has_errors:
             return None
         return Config(
             file=self.path,
@@ -416,8 +362,8 @@ class _Loader:
         if (
             not config.has_credentials
             and not config.allow_unauthenticated
-            and "auth" not in self.broken_sections
-            and not any(path and path[0] == "auth" for _, path in self.unresolved)
+            and "auth" not in self.report.broken_sections
+            and not any(path and path[0] == "auth" for _, path in self.report.unresolved)
         ):
             self.error(
                 source,
@@ -445,7 +391,7 @@ class _Loader:
             except (KeyError, ValueError, TypeError) as exc:  # schema-valid but unusable
                 self.error(source, path, f"cannot build destination: {exc}")
             for problem in context.problems:
-                key_path: KeyPath = (*path, *_split_key(problem.key))
+                key_path: KeyPath = (*path, *split_key(problem.key))
                 self.error(source, key_path, str(problem))
         return built
 
@@ -454,7 +400,7 @@ class _Loader:
         seen: dict[str, str] = {}
         for source, base_path, items in sources:
             for i, item in enumerate(items):
-                if (source.file, i) in self.broken_rules:
+                if (source.file, i) in self.report.broken_rules:
                     continue
                 path = (*base_path, i)
                 name = str(item["name"])
@@ -507,7 +453,7 @@ class _Loader:
         return rules
 
     def undefined(self, name: str, destinations: Mapping[str, Any]) -> str:
-        hint = _nearest(name, list(destinations))
+        hint = nearest(name, list(destinations))
         defined = ", ".join(sorted(destinations)) or "none"
         return f"destination '{name}' is not defined{hint} (defined: {defined})"
 
@@ -519,7 +465,7 @@ class _Loader:
     ) -> None:
         for source, path, item, rule in self.rule_items:
             for j, name in enumerate(rule.to):
-                if name not in destinations and name not in self.broken_destinations:
+                if name not in destinations and name not in self.report.broken_destinations:
                     to_path = (*path, "to", j) if isinstance(item["to"], list) else (*path, "to")
                     self.error(source, to_path, self.undefined(name, destinations))
             if rule.events is not None:
@@ -528,7 +474,7 @@ class _Loader:
                 )
                 for j, event_type in enumerate(raw_events):
                     if event_type not in idwise.EVENT_FIELDS:
-                        hint = _nearest(event_type, list(idwise.EVENT_TYPES))
+                        hint = nearest(event_type, list(idwise.EVENT_TYPES))
                         self.warn(
                             source,
                             (*path, "events", j),
@@ -553,7 +499,7 @@ class _Loader:
         for expression in expressions:
             for name in body_fields(expression):
                 if name not in known:
-                    hint = _nearest(name, sorted(known), prefix="body.")
+                    hint = nearest(name, sorted(known), prefix="body.")
                     self.warn(
                         source,
                         path,
@@ -589,7 +535,7 @@ class _Loader:
                     continue  # built-in default templates are written for every event type
                 self.check_fields(
                     main,
-                    ("destinations", name, *_split_key(key)),
+                    ("destinations", name, *split_key(key)),
                     template_expressions(template),
                     known,
                     "the events routed here" if types else None,
@@ -663,17 +609,6 @@ def _is_secret_value(path: KeyPath, value: str) -> bool:
     return _is_secret_path(path) or (len(path) >= 2 and path[-2] == "env" and len(value) >= 12)
 
 
-def _split_key(key: str) -> KeyPath:
-    parts: list[str | int] = []
-    for piece in key.replace("]", "").split("."):
-        name, _, index = piece.partition("[")
-        if name:
-            parts.append(name)
-        if index:
-            parts.append(int(index))
-    return tuple(parts)
-
-
 def _read_secret_file(base_dir: Path) -> Any:
     def read(path: str) -> str:
         full = Path(path) if os.path.isabs(path) else base_dir / path
@@ -682,86 +617,13 @@ def _read_secret_file(base_dir: Path) -> Any:
     return read
 
 
-def _nearest(name: str, candidates: list[str], prefix: str = "") -> str:
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    if not match:
-        lowered = {c.lower(): c for c in candidates}
-        if name.lower() in lowered:
-            match = [lowered[name.lower()]]
-    return f" (did you mean {prefix}{match[0]}?)" if match else ""
-
-
-_TYPE_NAMES = {
-    "string": "a string",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "array": "a list",
-    "object": "a mapping",
-    "null": "null",
-}
-
-
-def _describe(err: jsonschema.ValidationError) -> list[tuple[KeyPath, str]]:
-    """jsonschema's error -> (key path, message with a fix). Never quotes values (secrets)."""
-    path: KeyPath = tuple(err.absolute_path)
-    validator = str(err.validator)
-    expected: Any = err.validator_value
-    schema: dict[str, Any] = err.schema if isinstance(err.schema, dict) else {}
-    if validator == "additionalProperties":
-        allowed = sorted((schema.get("properties") or {}).keys())
-        instance: dict[str, Any] = err.instance if isinstance(err.instance, dict) else {}
-        extra = [k for k in instance if k not in allowed and not k.startswith("x-")]
-        return [
-            (
-                (*path, key),
-                f"unknown key '{key}'{_nearest(key, allowed)}; allowed here: {', '.join(allowed)}",
-            )
-            for key in extra
-        ]
-    if validator == "required":
-        missing = err.message.split("'")[1] if "'" in err.message else "?"
-        return [(path, f"missing required key '{missing}'")]
-    if validator == "type":
-        wanted = expected if isinstance(expected, list) else [expected]
-        names = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
-        return [(path, f"must be {names}")]
-    if validator == "enum":
-        options = ", ".join(json.dumps(o) for o in expected)
-        given = err.instance if isinstance(err.instance, str) and len(err.instance) < 40 else None
-        hint = _nearest(given, [str(o) for o in expected]) if given else ""
-        return [(path, f"must be one of {options}{hint}")]
-    if validator in ("minimum", "maximum"):
-        return [
-            (
-                path,
-                f"must be {'at least' if validator == 'minimum' else 'at most'} {err.validator_value}",
-            )
-        ]
-    if validator == "minItems":
-        return [(path, f"needs at least {err.validator_value} item(s)")]
-    if validator == "pattern":
-        return [
-            (
-                path,
-                "must start with '/'"
-                if err.validator_value == "^/"
-                else f"must match {err.validator_value}",
-            )
-        ]
-    if validator in ("allOf", "if", "then"):
-        return [d for sub in err.context or [] for d in _describe(sub)]
-    return [(path, err.message if len(err.message) < 120 else "is not valid here")]
-
-
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Build the whole config or raise ConfigError with every problem (warnings included)."""
     loader = _Loader(path=path, environ=os.environ if environ is None else environ)
     config = loader.build()
-    warnings = tuple(str(p) for p in loader.problems if p.severity == "warning")
     if config is None:
-        raise ConfigError(loader.problems)
-    return replace(config, warnings=warnings)
+        raise ConfigError(loader.report.problems)
+    return replace(config, warnings=loader.report.warnings())
 
 
 def check_config(
@@ -770,4 +632,4 @@ def check_config(
     """For `check`: the config (if valid) and every problem, warnings included."""
     loader = _Loader(path=path, environ=os.environ if environ is None else environ)
     config = loader.build()
-    return config, loader.problems
+    return config, loader.report.problems
