@@ -17,7 +17,6 @@ import glob
 import hashlib
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from gateway.config.model import (
 )
 from gateway.config.report import Report, nearest, split_key
 from gateway.config.schema import config_schema, rules_file_schema, validate
+from gateway.config.secrets import register_value
 from gateway.config.source import Path as KeyPath
 from gateway.config.source import Source, YamlProblem, parse_yaml
 from gateway.destinations import REGISTRY
@@ -47,7 +47,7 @@ from gateway.jmes import body_fields, compile_expression, describe_error
 from gateway.render import template_expressions
 from gateway.retry import Backoff, DeliveryPolicy
 from gateway.rules import Rule, RuleSet
-from gateway.secret import Secret, register
+from gateway.secret import Secret
 from gateway.units import parse_duration, parse_rate, parse_size
 
 DEFAULT_CONFIG = "config.yaml"
@@ -55,12 +55,6 @@ SERVER_DEFAULTS = ServerConfig()
 ADMIN_DEFAULTS = AdminConfig()
 STORAGE_DEFAULTS = StorageConfig()
 ENV_CONFIG = "IDWISE_GATEWAY_CONFIG"
-
-#: keys whose values are credentials whether or not they came from ${...}
-SECRET_KEYS = frozenset({"password", "token", "secret", "value", "url"})
-#: containers whose every value is a credential (bearer tokens, HTTP headers, script env)
-SECRET_CONTAINERS = frozenset({"headers", "env"})
-_SECRET_NAME = re.compile(r"auth|token|key|secret|pass|sign|credential|cookie", re.I)
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -122,13 +116,7 @@ class _Loader:
             self.error(source, path, str(exc))
             self.report.unresolved.add((source.file, path))
             return value
-        if _is_secret_value(path, text) or value.lstrip().startswith("${file:"):
-            register(text, *substituted)
-        # values from the environment or files are secret wherever they are used (a script
-        # argument, a body template), except under keys that never hold one (a host name
-        # masked in every log line helps nobody); defaults written in the file are not
-        if _last_key(path) not in PLAIN_KEYS:
-            register(*(item for item in substituted if item not in value and len(item) >= 6))
+        register_value(path, value, text, substituted, source.data)
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
         return text
@@ -387,7 +375,7 @@ class _Loader:
 
             context = BuildContext(base_dir=base_dir, default_policy=base, make_policy=make_policy)
             try:
-                built[name] = REGISTRY[settings["type"]](name, settings, context)
+                built[name] = REGISTRY[settings["type"]].build(name, settings, context)
             except (KeyError, ValueError, TypeError) as exc:  # schema-valid but unusable
                 self.error(source, path, f"cannot build destination: {exc}")
             for problem in context.problems:
@@ -550,63 +538,6 @@ class _Loader:
                         ("destinations", name),
                         f"rendering the '{event_type}' sample fails: {exc}",
                     )
-
-
-#: settings that are never credentials, whatever the environment puts in them
-PLAIN_KEYS = frozenset(
-    {
-        "host",
-        "port",
-        "path",
-        "from",
-        "to",
-        "cc",
-        "method",
-        "security",
-        "level",
-        "format",
-        "name",
-        "description",
-        "events",
-        "type",
-        "retention",
-        "busy_timeout",
-        "max_size",
-        "timeout",
-        "ca_file",
-        "cwd",
-        "max_body_bytes",
-        "shutdown_grace",
-        "allow_ips",
-        "trusted_proxies",
-        "rules_files",
-        "unmatched",
-        "rate_limit",
-    }
-)
-
-
-def _last_key(path: KeyPath) -> str:
-    return next((part for part in reversed(path) if isinstance(part, str)), "")
-
-
-def _is_secret_path(path: KeyPath) -> bool:
-    if path and path[-1] in SECRET_KEYS:
-        return True
-    if len(path) >= 2 and path[-2] == "bearer":
-        return True
-    # HTTP headers and script env: secret when the name says so (Authorization, X-Api-Key,
-    # SIGNING_SECRET...), not `Content-Type: application/json` or `LEVEL: info`
-    return (
-        len(path) >= 2
-        and path[-2] in SECRET_CONTAINERS
-        and bool(_SECRET_NAME.search(str(path[-1])))
-    )
-
-
-def _is_secret_value(path: KeyPath, value: str) -> bool:
-    # a long literal script env value is likely a credential whatever its name
-    return _is_secret_path(path) or (len(path) >= 2 and path[-2] == "env" and len(value) >= 12)
 
 
 def _read_secret_file(base_dir: Path) -> Any:

@@ -20,6 +20,7 @@ import aiohttp
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
+    SecretKeys,
     SendContext,
     Sent,
     bounded,
@@ -34,6 +35,13 @@ from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret, redact
+
+#: a URL may carry a key in its query; headers like Authorization; the signing key
+SECRETS = SecretKeys(
+    whole=frozenset({"url", "sign.secret"}),
+    named=frozenset({"headers"}),
+    free_form=frozenset({"body"}),
+)
 
 
 @dataclass(frozen=True, slots=True)

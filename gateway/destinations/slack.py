@@ -15,6 +15,7 @@ import aiohttp
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
+    SecretKeys,
     SendContext,
     Sent,
     bounded,
@@ -30,6 +31,9 @@ from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
+
+#: the incoming-webhook URL is the credential; blocks are a template of any shape
+SECRETS = SecretKeys(whole=frozenset({"url"}), free_form=frozenset({"blocks"}))
 
 #: Slack's documented incoming-webhook errors that no retry can fix
 PERMANENT_ERRORS = frozenset(
