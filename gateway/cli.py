@@ -16,12 +16,12 @@ from typing import Any
 from gateway import __version__, idwise
 from gateway.config.load import check_config, load_config, resolve_config_path
 from gateway.config.model import Config
-from gateway.config.units import parse_duration
 from gateway.errors import ConfigError, PayloadError, StoreError
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
 from gateway.secret import redact, redact_json
 from gateway.store import Store, create_store
+from gateway.units import parse_duration
 
 
 def _print(text: str = "") -> None:

@@ -1,4 +1,4 @@
-"""Delivery: the pure retry maths, and the engine that drains the outbox. The engine does I/O.
+"""Delivery: the engine that drains the outbox, and its rate limiter. Does I/O.
 
 The schedule lives in the database, never only in memory: a dispatcher asks the store for
 due deliveries per destination (respecting journey order), hands them to that destination's
@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from gateway.config.model import Backoff, DeliveryPolicy
 from gateway.destinations.base import Destination, SendContext
 from gateway.errors import (
     DeliveryError,
@@ -32,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.events import parse_event
 from gateway.logs import log_fields
+from gateway.retry import DeliveryPolicy, decide
 from gateway.store import AttemptRecord, DueDelivery, Store
 
 if TYPE_CHECKING:
@@ -42,56 +41,6 @@ log = logging.getLogger("gateway.delivery")
 POLL_INTERVAL = 1.0  # picks up deliveries queued by another process (the CLI's replay)
 MIN_PASS_INTERVAL = 0.002
 EXPIRE_INTERVAL = 30.0
-
-
-# --------------------------------------------------------------------------- pure maths
-def backoff_delay(
-    attempt: int, backoff: Backoff, rand: float, retry_after: float | None = None
-) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based).
-
-    Exponential from `initial` to `max`; Retry-After is a floor, itself capped at `max`;
-    jitter only adds (up to `jitter` x the delay), so a server's floor is always respected.
-    """
-    base = min(backoff.max, max(backoff.initial, 0.0))
-    if backoff.multiplier > 1 and backoff.initial > 0 and attempt > 1:
-        try:
-            ceiling = math.log(max(backoff.max / backoff.initial, 1.0)) / math.log(
-                backoff.multiplier
-            )
-            exponent = min(attempt - 1, math.ceil(ceiling) if math.isfinite(ceiling) else 1000)
-            base = min(backoff.max, backoff.initial * backoff.multiplier**exponent)
-        except (OverflowError, ValueError):  # absurd settings: the ceiling is the answer
-            base = backoff.max
-    if retry_after is not None and retry_after > 0:
-        base = max(base, min(retry_after, backoff.max))
-    return base * (1.0 + backoff.jitter * min(max(rand, 0.0), 1.0))
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    outcome: str  # "retry" | "dead"
-    reason: str
-    next_attempt_at: float | None = None
-
-
-def decide(
-    policy: DeliveryPolicy,
-    attempt: int,
-    queued_at: float,
-    now: float,
-    error: DeliveryError,
-    rand: float,
-) -> Decision:
-    """What follows a failed attempt: another one later, or dead (and why)."""
-    if isinstance(error, PermanentDeliveryError):
-        return Decision("dead", error.reason)
-    if attempt >= policy.max_attempts:
-        return Decision("dead", f"max_attempts ({error.reason})")
-    next_at = now + backoff_delay(attempt, policy.backoff, rand, error.retry_after)
-    if next_at > queued_at + policy.max_age:
-        return Decision("dead", f"max_age ({error.reason})")
-    return Decision("retry", error.reason, next_at)
 
 
 class RateLimiter:

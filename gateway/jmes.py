@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from numbers import Number
 from typing import Any
 
 import jmespath
@@ -38,11 +39,37 @@ class Expression:
 
 _INTERPRETER = _visitor.TreeInterpreter()
 _COMPARATORS = _visitor.TreeInterpreter.COMPARATOR_FUNC
-_is_false = _INTERPRETER._is_false
 Evaluate = Callable[[Any], Any]
 
 
+# These three predicates restate jmespath 1.x's private `TreeInterpreter._is_false`,
+# `visitor._is_actual_number` and `visitor._is_comparable` rather than calling them: a
+# jmespath release may rename or change private helpers without notice, and the closures
+# must keep their meaning. The property test in tests/test_jmes.py compares every closure
+# with jmespath's own interpreter, so a change in jmespath's semantics fails a test instead.
+def _is_false(value: Any) -> bool:
+    """JMESPath falsiness, exactly as jmespath's interpreter tests it (equality, not
+    Python truthiness: 0 is not false)."""
+    return value == "" or value == [] or value == {} or value is None or value is False
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number: any `numbers.Number` except bool (which is an int to Python)."""
+    return not isinstance(value, bool) and isinstance(value, Number)
+
+
+def _is_comparable(value: Any) -> bool:
+    """What `<`, `<=`, `>`, `>=` accept: numbers, and strings (jmespath's extension)."""
+    return _is_number(value) or isinstance(value, str)
+
+
 def _compile_node(node: dict[str, Any]) -> Evaluate:
+    """One AST node -> a closure evaluating it.
+
+    Longer than 60 lines on purpose: one branch per node kind, each a few lines, read top
+    to bottom as the table of what the fast path supports; split into functions it would
+    only add a dispatch table to follow. The last line hands any other node to jmespath.
+    """
     kind = node["type"]
     children = [_compile_node(c) for c in node.get("children", ()) if isinstance(c, dict)]
     if kind == "field":
@@ -80,7 +107,7 @@ def _compile_node(node: dict[str, Any]) -> Evaluate:
 
         def ordering(v: Any) -> Any:
             a, b = left(v), right(v)
-            if not (_visitor._is_comparable(a) and _visitor._is_comparable(b)):
+            if not (_is_comparable(a) and _is_comparable(b)):
                 return None
             return compare(a, b)
 
@@ -106,7 +133,7 @@ def _compile_node(node: dict[str, Any]) -> Evaluate:
 
         def negate(v: Any) -> Any:
             result = child(v)
-            if _visitor._is_actual_number(result) and result == 0:
+            if _is_number(result) and result == 0:
                 return False  # !0 is false: 0 is not falsy in JMESPath
             return not result
 

@@ -6,11 +6,12 @@ Nothing past the loader touches raw YAML; everything else reads these objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.auth import AuthConfig
+from gateway.retry import DeliveryPolicy
 from gateway.rules import Rule
 from gateway.secret import Secret
 
@@ -46,25 +47,6 @@ class StorageConfig:
 class LoggingConfig:
     format: str = "json"
     level: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    initial: float = 5.0
-    max: float = 3600.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    max_attempts: int = 12
-    backoff: Backoff = field(default_factory=Backoff)
-    max_age: float = 86400.0
-    timeout: float = 15.0
-    concurrency: int = 4
-    rate_limit: tuple[float, float] | None = None  # (count, per seconds)
-    ordered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, TemplateError, compile_template
+from gateway.retry import DeliveryPolicy
 from gateway.secret import MASK, Secret
 
 
@@ -62,6 +62,27 @@ class Destination(Protocol):
     async def send(self, event: Event, context: SendContext) -> Sent:
         """One attempt. Raises RetryableDeliveryError or PermanentDeliveryError."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeys:
+    """Which settings of a destination type hold credentials. Each type module declares
+    its own as `SECRETS`; `config.secrets` registers their values with the redaction point
+    while the file is read (keys are relative to the destination, dotted when nested).
+
+    whole: settings whose whole value is a credential ("url", "sign.secret")
+    named: mappings whose entries are credentials when the entry's name says so
+        (Authorization, X-Api-Key, SIGNING_SECRET; not Content-Type or LEVEL)
+    long: mappings whose literal values of 12 or more characters are credentials whatever
+        their name (a script's env)
+    free_form: templates of any shape (Slack blocks, an HTTP body): inside them a key named
+        like a credential (url, token, secret, password, value) is taken to hold one
+    """
+
+    whole: frozenset[str] = frozenset()
+    named: frozenset[str] = frozenset()
+    long: frozenset[str] = frozenset()
+    free_form: frozenset[str] = frozenset()
 
 
 class DestinationProblem(ValueError):

@@ -16,12 +16,21 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway.config.model import DeliveryPolicy
-from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
+from gateway.destinations.base import (
+    BuildContext,
+    DestinationProblem,
+    SecretKeys,
+    SendContext,
+    Sent,
+)
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, compile_text, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
+
+#: the SMTP password (the username is not secret)
+SECRETS = SecretKeys(whole=frozenset({"password"}))
 
 DEFAULT_SUBJECT = (
     "[IDWise] {{ event }}: {{ body.finalDecision || body.systemDecision || '' }}"

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
+    SecretKeys,
     SendContext,
     Sent,
     bounded,
@@ -33,7 +33,15 @@ from gateway.destinations.base import (
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret, redact
+
+#: a URL may carry a key in its query; headers like Authorization; the signing key
+SECRETS = SecretKeys(
+    whole=frozenset({"url", "sign.secret"}),
+    named=frozenset({"headers"}),
+    free_form=frozenset({"body"}),
+)
 
 
 @dataclass(frozen=True, slots=True)

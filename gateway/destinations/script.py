@@ -16,13 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config.model import DeliveryPolicy
-from gateway.config.units import parse_duration
-from gateway.destinations.base import BuildContext, DestinationProblem, SendContext, Sent
+from gateway.destinations.base import (
+    BuildContext,
+    DestinationProblem,
+    SecretKeys,
+    SendContext,
+    Sent,
+)
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import redact
+from gateway.units import parse_duration
+
+#: a script's env carries its credentials (API_TOKEN, long literal values)
+SECRETS = SecretKeys(named=frozenset({"env"}), long=frozenset({"env"}))
 
 EX_TEMPFAIL = 75
 OUTPUT_LIMIT = 4096

@@ -12,10 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config.model import DeliveryPolicy
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
+    SecretKeys,
     SendContext,
     Sent,
     bounded,
@@ -29,7 +29,11 @@ from gateway.destinations.base import (
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
+from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
+
+#: the incoming-webhook URL is the credential; blocks are a template of any shape
+SECRETS = SecretKeys(whole=frozenset({"url"}), free_form=frozenset({"blocks"}))
 
 #: Slack's documented incoming-webhook errors that no retry can fix
 PERMANENT_ERRORS = frozenset(

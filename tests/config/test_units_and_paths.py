@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.load import check_config, load_config
-from gateway.config.units import parse_duration, parse_rate, parse_size
+from gateway.units import parse_duration, parse_rate, parse_size
 from tests.helpers import base_config, write_config
 
 

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config.load import load_config
-from gateway.config.model import Backoff, DeliveryPolicy
-from gateway.delivery import Decision, DeliveryEngine, RateLimiter, backoff_delay, decide
+from gateway.delivery import DeliveryEngine, RateLimiter
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import parse_event
+from gateway.retry import Backoff, Decision, DeliveryPolicy, backoff_delay, decide
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
 from tests.delivery.conftest import MakeSink

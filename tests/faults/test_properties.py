@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 from gateway import idwise
 from gateway.config.interpolate import InterpolationError, interpolate
 from gateway.config.load import _read_secret_file, load_config
-from gateway.config.model import Backoff
-from gateway.delivery import backoff_delay
 from gateway.destinations.base import parse_retry_after
 from gateway.destinations.slack import escape_mrkdwn
 from gateway.errors import ConfigError
 from gateway.render import TextTemplate, compile_template, render, render_text
+from gateway.retry import Backoff, backoff_delay
 from tests.helpers import base_config, write_config
 
 # ---------------------------------------------------------------------- JSON payloads
