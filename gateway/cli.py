@@ -16,6 +16,7 @@ from typing import Any
 from gateway import __version__, idwise
 from gateway.config.load import check_config, load_config, resolve_config_path
 from gateway.config.model import Config
+from gateway.delivery.reroute import reroute
 from gateway.errors import ConfigError, PayloadError, StoreError
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
@@ -346,22 +347,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def run(store: Store, config: Config) -> str:
         if args.reroute:
-            events = await store.events_for_reroute(event=args.event, since=since)
-            existing = await store.existing_routes([row for row, _ in events])
-            additions = []
-            for event_row, raw in events:
-                try:
-                    event = parse_event(raw)
-                except PayloadError:
-                    continue
-                routes, _ = match_rules(config.rules, config.unmatched, event.type, event.document)
-                for destination, rule in routes:
-                    if args.destination and destination != args.destination:
-                        continue
-                    if (event_row, destination) not in existing:
-                        additions.append((event_row, destination, rule, event.journey_key))
-            added = await store.add_routes(additions)
-            return f"rerouted {len(events)} event(s): {added} new delivery(ies) queued"
+            result = await reroute(
+                store, config, event=args.event, since=since, destination=args.destination
+            )
+            return (
+                f"rerouted {result.events} event(s): {len(result.queued)} new delivery(ies) queued"
+            )
         count = await store.replay(
             delivery_id=args.delivery,
             event=args.event,

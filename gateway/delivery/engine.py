@@ -1,4 +1,4 @@
-"""Delivery: the engine that drains the outbox, and its rate limiter. Does I/O.
+"""The delivery engine: drains the outbox into each destination's lane. Does I/O.
 
 The schedule lives in the database, never only in memory: a dispatcher asks the store for
 due deliveries per destination (respecting journey order), hands them to that destination's
@@ -15,22 +15,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
 
-from gateway.destinations.base import Destination, SendContext
-from gateway.errors import (
-    DeliveryError,
-    PayloadError,
-    PermanentDeliveryError,
-    RetryableDeliveryError,
-    StoreError,
-)
-from gateway.events import parse_event
+from gateway.delivery.attempt import Attempter
+from gateway.delivery.lanes import Lane, RateLimiter
+from gateway.destinations.base import Destination
+from gateway.errors import StoreError
 from gateway.logs import log_fields
-from gateway.retry import DeliveryPolicy, decide
+from gateway.retry import DeliveryPolicy
 from gateway.store import AttemptRecord, DueDelivery, Store
 
 if TYPE_CHECKING:
@@ -41,47 +35,6 @@ log = logging.getLogger("gateway.delivery")
 POLL_INTERVAL = 1.0  # picks up deliveries queued by another process (the CLI's replay)
 MIN_PASS_INTERVAL = 0.002
 EXPIRE_INTERVAL = 30.0
-
-
-class RateLimiter:
-    """Evenly spaced sends: `count` per `per` seconds."""
-
-    def __init__(self, rate: tuple[float, float] | None) -> None:
-        self.rate = rate
-        self.interval = rate[1] / rate[0] if rate else 0.0
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        start = max(now, self._next)
-        self._next = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
-
-
-# ------------------------------------------------------------------------------ engine
-@dataclass(slots=True)
-class Lane:
-    """One destination's queue and workers."""
-
-    destination: Destination
-    queue: asyncio.Queue[DueDelivery | None] = field(default_factory=asyncio.Queue)
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None))
-    busy: int = 0
-    ids: set[int] = field(default_factory=set)  # deliveries queued or in flight here
-    retiring: int = 0  # exit sentinels queued but not yet taken (concurrency lowered)
-
-    @property
-    def capacity(self) -> int:
-        return self.destination.policy.concurrency * 8
-
-    @property
-    def load(self) -> int:
-        return self.queue.qsize() + self.busy
 
 
 class DeliveryEngine:
@@ -98,10 +51,9 @@ class DeliveryEngine:
         self._store = store
         self._destinations = destinations
         self._default_policy = default_policy
-        self._session = session
         self._metrics = metrics
         self._clock = clock
-        self._rand = rand
+        self._attempter = Attempter(session, clock, rand, metrics)
         self._lanes: dict[str, Lane] = {}
         self._inflight: set[int] = set()
         # ids finished while a `due` query was running: that query's snapshot predates their
@@ -343,67 +295,5 @@ class DeliveryEngine:
                     future.set_result(None)
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
-        """One attempt of one delivery: send, classify, decide. Never raises DeliveryError."""
-        number = job.attempts + 1
-        budget_used = number - job.attempt_base  # replays grant a fresh max_attempts budget
-        started = self._clock()
-        t0 = time.perf_counter()
-        event = None
-        error: DeliveryError | None = None
-        try:
-            event = parse_event(job.raw)
-            sent = await destination.send(
-                event, SendContext(self._session, job.id, number, self._clock)
-            )
-        except DeliveryError as exc:
-            error = exc
-        except PayloadError as exc:  # a stored body that no longer parses cannot be sent
-            error = PermanentDeliveryError("unparsable", str(exc))
-        except Exception as exc:  # a bug in a destination: retry rather than lose the event
-            log.exception(
-                "destination raised unexpectedly",
-                extra={"fields": {"destination": destination.name}},
-            )
-            error = RetryableDeliveryError("internal", type(exc).__name__)
-        if error is None:
-            outcome, reason, next_at = "delivered", None, None
-            status, detail, output = sent.status, sent.detail, sent.output
-        else:
-            decision = decide(
-                destination.policy, budget_used, job.queued_at, self._clock(), error, self._rand()
-            )
-            outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
-            status, detail, output = error.status, error.detail, error.output
-        duration = time.perf_counter() - t0
-        fields = {
-            "msg_kind": "delivery",
-            "delivery": job.id,
-            "eventId": event.dedupe_key if event else None,
-            "event": event.type if event else None,
-            "journeyId": event.journey_key if event else None,
-            "rule": job.rule,
-            "destination": destination.name,
-            "attempt": number,
-            "outcome": outcome,
-            "reason": reason,
-            "status": status,
-            "duration": round(duration, 4),
-        }
-        if next_at is not None:
-            fields["next_attempt_in"] = round(next_at - self._clock(), 3)
-        level = logging.WARNING if outcome == "dead" else logging.INFO
-        log_fields(log, level, "delivery attempt", fields)
-        if self._metrics is not None:
-            self._metrics.delivery(destination.name, outcome, duration)
-        return AttemptRecord(
-            delivery_id=job.id,
-            number=number,
-            started_at=started,
-            duration=duration,
-            outcome=outcome,
-            reason=reason,
-            status_code=status,
-            detail=detail,
-            output=output,
-            next_attempt_at=next_at,
-        )
+        """One attempt of one delivery (see `Attempter`). Never raises DeliveryError."""
+        return await self._attempter.attempt(destination, job)
