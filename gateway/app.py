@@ -94,6 +94,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = Store(storage.path, storage.busy_timeout, storage.max_size)
     await store.open()
     state.store = store
+    state.metrics.watch_store(lambda: store.writer_stats)
     yield
     await store.close()
 
@@ -159,6 +160,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     state = GatewayState(holder=RuntimeHolder(config), metrics=metrics or Metrics())
     state.metrics.reload_ok.set(1)
     state.metrics.reload_time.set(time.time())
+    state.metrics.prime(config.destinations)
     app = web.Application(
         middlewares=[json_errors], client_max_size=config.server.max_body_bytes + 1
     )
@@ -169,6 +171,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
         state.metrics.reload_ok.set(1 if result.ok else 0)
         if result.ok:
             state.metrics.reload_time.set(time.time())
+            state.metrics.prime(state.holder.current.destinations)
             if state.engine is not None:
                 state.engine.wake()
         return result

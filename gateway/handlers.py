@@ -262,9 +262,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             )
         except StoreError:
             pass
-        batches, jobs = state.store.writer_stats
-        state.metrics.store_batches.set(batches)
-        state.metrics.store_jobs.set(jobs)
+    state.metrics.store_writable.set(1 if await state.store_writable() else 0)
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
