@@ -32,6 +32,23 @@ PREFIX = "idwise_gateway_"
 #: (gateway.handlers); the label values of deliveries_total and webhooks_received_total
 DELIVERY_OUTCOMES = ("delivered", "retry", "dead")
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "overloaded", "store_error")
+#: reasons a request is refused before storing (AuthError, PayloadError and the handlers'
+#: own), the label values of requests_rejected_total; a reason missing here still counts,
+#: its series merely appears with its first increment
+REJECT_REASONS = (
+    "ip_denied",
+    "unauthorized",
+    "too_large",
+    "truncated_body",
+    "body_timeout",
+    "unsupported_encoding",
+    "invalid_utf8",
+    "invalid_json",
+    "not_object",
+    "missing_event",
+    "missing_body",
+    "shutting_down",
+)
 #: label value for event types that IDWise does not document
 OTHER_EVENT = "other"
 
@@ -134,6 +151,8 @@ class Metrics:
 
         Call it whenever a config is loaded (start and every successful reload): series that
         exist keep their values, new destinations get theirs."""
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         for event_type in (*event_types, OTHER_EVENT):
             for outcome in WEBHOOK_OUTCOMES:
                 self._webhook_child(event_type, outcome)

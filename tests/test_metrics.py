@@ -11,7 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__, idwise
-from gateway.metrics import DELIVERY_OUTCOMES, WEBHOOK_OUTCOMES
+from gateway.metrics import DELIVERY_OUTCOMES, REJECT_REASONS, WEBHOOK_OUTCOMES
 from tests.helpers import (
     base_config,
     gateway_process,
@@ -67,6 +67,8 @@ def test_every_series_exists_at_zero_once_the_config_is_loaded(tmp_path: Path) -
     for event_type in (*idwise.EVENT_TYPES, "other"):
         for outcome in WEBHOOK_OUTCOMES:
             assert value(samples, "webhooks_received_total", event=event_type, outcome=outcome) == 0
+    for reason in REJECT_REASONS:
+        assert value(samples, "requests_rejected_total", reason=reason) == 0
     assert types[P + "deliveries"] == "counter"
     assert types[P + "webhooks_received"] == "counter"
 
