@@ -4,7 +4,7 @@
 #   docker run --rm -p 8080:8080 -v idwise-data:/var/lib/idwise-gateway \
 #     --env-file gateway.env idwise-gateway
 #
-# Layout:   /opt/idwise-gateway                 virtualenv with the gateway and its dependencies
+# Layout:   /opt/idwise-gateway                 virtualenv: the gateway and the pinned dependencies of requirements.lock (no pip)
 #           /etc/idwise-gateway/config.yaml     config (default: deploy/config.yaml; mount yours read-only)
 #           /etc/idwise-gateway/rules/          rules files (default: the repository's rules/)
 #           /usr/local/libexec/idwise-gateway/  scripts used by script destinations
@@ -20,17 +20,23 @@ RUN python -m venv /opt/idwise-gateway
 ENV PATH=/opt/idwise-gateway/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so editing the code reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
- && pip install -r requirements.txt
+# Dependencies first, from the lock file alone, so editing the code reuses this layer:
+# exact versions with their hashes (pip refuses anything else), nothing resolved at build
+# time. Regenerate requirements.lock when pyproject.toml's dependencies change.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
-# Then the package itself (README.md is the project's `readme`, setuptools reads it).
-COPY README.md ./
+# Then the package itself (README.md is the project's `readme` and LICENSE its license file,
+# setuptools reads both). --no-deps: every dependency came from the lock above.
+COPY pyproject.toml README.md LICENSE ./
 COPY gateway ./gateway
+# The installers leave the virtualenv last: the runtime image copies it without them.
 RUN pip install --no-deps . \
- && idwise-gateway --version
+ && idwise-gateway --version \
+ && pip check \
+ && pip uninstall --yes pip setuptools \
+ && ! python -c "import pip" 2>/dev/null \
+ && ! python -c "import setuptools" 2>/dev/null
 
 # -------------------------------------------------------------------------- runtime stage
 FROM python:3.11-slim

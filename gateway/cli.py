@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,15 +85,17 @@ def _load(args: argparse.Namespace) -> Config | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
 
-        uvloop.install()
+        loop_factory = uvloop.new_event_loop  # uvloop.install() is deprecated
     except ImportError:  # pragma: no cover - optional on non-Linux platforms
         pass
-    return asyncio.run(
-        serve(resolve_config_path(args.config), watch=args.watch, log_format=args.log_format)
-    )
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(
+            serve(resolve_config_path(args.config), watch=args.watch, log_format=args.log_format)
+        )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -1,12 +1,15 @@
 """Prometheus metrics (prefix idwise_gateway_). No I/O of its own; /metrics renders them.
 
 Label values are bounded sets (event types, outcomes, reasons, destination names); never ids
-or URLs.
+or URLs. Every labelled series an alert or a dashboard relies on exists at 0 from the moment
+a config is loaded (`prime`): `increase()` over a series that appears with its first
+increment sees nothing, so the first dead delivery of a destination would raise no alert.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import platform
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,12 +18,72 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from gateway import idwise
+from gateway import __version__, idwise
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "idwise_gateway_"
+#: outcomes of one delivery attempt (gateway.delivery) and of one received webhook
+#: (gateway.handlers); the label values of deliveries_total and webhooks_received_total
+DELIVERY_OUTCOMES = ("delivered", "retry", "dead")
+WEBHOOK_OUTCOMES = ("accepted", "duplicate", "overloaded", "store_error")
+#: reasons a request is refused before storing (AuthError, PayloadError and the handlers'
+#: own), the label values of requests_rejected_total; a reason missing here still counts,
+#: its series merely appears with its first increment
+REJECT_REASONS = (
+    "ip_denied",
+    "unauthorized",
+    "too_large",
+    "truncated_body",
+    "body_timeout",
+    "unsupported_encoding",
+    "invalid_utf8",
+    "invalid_json",
+    "not_object",
+    "missing_event",
+    "missing_body",
+    "shutting_down",
+)
+#: label value for event types that IDWise does not document
+OTHER_EVENT = "other"
+
+# `_created` series double the number of series for no use a Prometheus user has (counter
+# resets are detected from the values); this is process-wide in prometheus-client.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class _StoreCollector(Collector):
+    """The store writer's running counts, read from the store at scrape time as counters."""
+
+    def __init__(self) -> None:
+        self.stats: Callable[[], tuple[int, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.stats is None:
+            return
+        commits, jobs = self.stats()
+        yield CounterMetricFamily(
+            PREFIX + "store_commits", "Group commits done by the store writer", value=commits
+        )
+        yield CounterMetricFamily(
+            PREFIX + "store_jobs", "Jobs committed by the store writer", value=jobs
+        )
+
+
+class _BuildInfoCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            PREFIX + "build_info",
+            "Always 1; the labels name the gateway's version and the Python running it",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
 
 
 class Metrics:
@@ -29,7 +92,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        p = "idwise_gateway_"
+        p = PREFIX
         self.webhooks = Counter(
             p + "webhooks_received_total", "Webhooks received", ["event", "outcome"], registry=r
         )
@@ -70,20 +133,52 @@ class Metrics:
             "Time of the last successful config load",
             registry=r,
         )
-        self.store_batches = Gauge(
-            p + "store_commits", "Group commits done by the store writer", registry=r
+        self.store_writable = Gauge(
+            p + "store_writable",
+            "1 if the store committed a heartbeat write at the last check (every scrape)",
+            registry=r,
         )
-        self.store_jobs = Gauge(p + "store_jobs", "Jobs committed by the store writer", registry=r)
+        self._store = _StoreCollector()
+        r.register(self._store)
+        r.register(_BuildInfoCollector())
         self._known_destinations: set[str] = set()
-        self._webhook_children: dict[tuple[str, str], Any] = {}
+        self._webhook_children: dict[tuple[str, str], Counter] = {}
 
-    def webhook(self, event_type: str, outcome: str) -> None:
-        # unknown event types are folded so a sender cannot blow up label cardinality
-        label = event_type if event_type in idwise.EVENT_FIELDS else "other"
+    def prime(
+        self, destination_names: Iterable[str], event_types: Iterable[str] = idwise.EVENT_TYPES
+    ) -> None:
+        """Create every series of the configured destinations and event types at 0.
+
+        Call it whenever a config is loaded (start and every successful reload): series that
+        exist keep their values, new destinations get theirs."""
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for event_type in (*event_types, OTHER_EVENT):
+            for outcome in WEBHOOK_OUTCOMES:
+                self._webhook_child(event_type, outcome)
+        names = set(destination_names)
+        for name in names:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(name, outcome)
+            self.duration.labels(name)
+        for name in names - self._known_destinations:
+            self.pending.labels(name).set(0)
+        self._known_destinations |= names
+
+    def watch_store(self, stats: Callable[[], tuple[int, int]]) -> None:
+        """`stats` returns the store writer's (commits, jobs) so far; read at every scrape."""
+        self._store.stats = stats
+
+    def _webhook_child(self, label: str, outcome: str) -> Counter:
         child = self._webhook_children.get((label, outcome))
         if child is None:  # labels() costs a lock and a lookup; this runs for every webhook
             child = self._webhook_children[(label, outcome)] = self.webhooks.labels(label, outcome)
-        child.inc()
+        return child
+
+    def webhook(self, event_type: str, outcome: str) -> None:
+        # unknown event types are folded so a sender cannot blow up label cardinality
+        label = event_type if event_type in idwise.EVENT_FIELDS else OTHER_EVENT
+        self._webhook_child(label, outcome).inc()
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

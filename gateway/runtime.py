@@ -55,6 +55,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         metrics.reload_ok.set(1)
         metrics.reload_time.set(time.time())
+        metrics.prime(config.destinations)  # every series exists at 0, so alerts see the first
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber(new_config)` after every successful reload; returns the undo."""
@@ -67,6 +68,7 @@ class Runtime:
         self._metrics.reload_ok.set(1 if result.ok else 0)
         if result.ok:
             self._metrics.reload_time.set(time.time())
+            self._metrics.prime(self.current.destinations)  # a new destination's series at 0
             for subscriber in list(self._subscribers):
                 try:
                     subscriber(self.current)

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.errors import StoreError
 from gateway.metrics import CONTENT_TYPE
 from gateway.secret import redact
-from gateway.web.keys import METRICS, RUNTIME, STORE, gateway_app
+from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME, STORE, gateway_app
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -28,9 +28,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             )
         except StoreError:
             pass
-        batches, jobs = store.writer_stats
-        metrics.store_batches.set(batches)
-        metrics.store_jobs.set(jobs)
+    writable = await app[LIFECYCLE].store_writable(store)
+    metrics.store_writable.set(1 if writable else 0)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

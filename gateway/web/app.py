@@ -34,6 +34,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = create_store(app[RUNTIME].current.storage)
     await store.open()
     app[STORE] = store
+    app[METRICS].watch_store(lambda: store.writer_stats)
     yield
     await store.close()
 

@@ -1,0 +1,41 @@
+"""Fixtures for the deploy/ files: one real gateway process scraped once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import base_config, gateway_process, get, post, sample, write_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        #: every sample name a query can select (histograms: the _bucket/_sum/_count names)
+        self.names = {
+            s.name for family in text_string_to_metric_families(text) for s in family.samples
+        }
+
+
+@pytest.fixture(scope="session")
+def live_scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
+    """/metrics of a real gateway that has received a webhook and delivered it."""
+    tmp_path = tmp_path_factory.mktemp("scrape")
+    script = tmp_path / "audit.sh"
+    script.write_text("#!/bin/sh\ncat > /dev/null\n")
+    script.chmod(0o755)
+    config = base_config(
+        tmp_path,
+        destinations={"audit": {"type": "script", "command": [str(script)], "timeout": "5s"}},
+        rules=[{"name": "all", "to": ["audit"]}],
+    )
+    with gateway_process(write_config(tmp_path, config)) as gateway:
+        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        status, body = get(gateway.admin + "/metrics")
+        assert status == 200
+        yield Scrape(body.decode())
