@@ -20,17 +20,27 @@ from gateway.delivery.reroute import reroute
 from gateway.errors import ConfigError, PayloadError, StoreError
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
-from gateway.secret import redact, redact_json
+from gateway.secret import Redactor
 from gateway.store import Store, create_store
 from gateway.units import parse_duration
 
 
-def _print(text: str = "") -> None:
-    print(redact(text))
+class Output:
+    """Standard output and error for one command, through the redactor of the config it
+    loads (every credential that config holds is masked in whatever is printed)."""
 
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor()
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(json.loads(redact_json(value)), indent=2, ensure_ascii=False))
+    def line(self, text: str = "") -> None:
+        print(self.redactor.redact(text))
+
+    def json(self, value: Any) -> None:
+        text = self.redactor.redact_json(value)
+        print(json.dumps(json.loads(text), indent=2, ensure_ascii=False))
+
+    def error(self, text: str) -> None:
+        print(self.redactor.redact(text), file=sys.stderr)
 
 
 def _time(value: float | None) -> str:
@@ -57,32 +67,32 @@ def parse_since(text: str, now: float | None = None) -> float:
     return moment.timestamp()
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+def _table(out: Output, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
     if not rows:
-        _print("(none)")
+        out.line("(none)")
         return
     cells = [
         [str(row.get(key, "") if row.get(key) is not None else "-") for key, _ in columns]
         for row in rows
     ]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
-    _print("  ".join(title.ljust(widths[i]) for i, (_, title) in enumerate(columns)).rstrip())
+    out.line("  ".join(title.ljust(widths[i]) for i, (_, title) in enumerate(columns)).rstrip())
     for c in cells:
-        _print("  ".join(value.ljust(widths[i]) for i, value in enumerate(c)).rstrip())
+        out.line("  ".join(value.ljust(widths[i]) for i, value in enumerate(c)).rstrip())
 
 
-def _load(args: argparse.Namespace) -> Config | None:
+def _load(args: argparse.Namespace, out: Output) -> Config | None:
     path = resolve_config_path(args.config)
     try:
-        return load_config(path)
+        return load_config(path, redactor=out.redactor)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(redact(str(problem)), file=sys.stderr)
+            out.error(str(problem))
         return None
 
 
 # ------------------------------------------------------------------------------ commands
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     from gateway.server import serve
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
@@ -98,25 +108,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, out: Output) -> int:
     path = resolve_config_path(args.config)
-    config, problems = check_config(path)
+    config, problems = check_config(path, redactor=out.redactor)
     for problem in sorted(problems, key=lambda p: (p.file, p.line)):
-        _print(str(problem))
+        out.line(str(problem))
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]
     if errors or config is None:
-        _print(f"{path}: invalid: {len(errors)} error(s), {len(warnings)} warning(s)")
+        out.line(f"{path}: invalid: {len(errors)} error(s), {len(warnings)} warning(s)")
         return 1
-    _print(
+    out.line(
         f"{path}: OK: {len(config.rules)} rule(s) from {len(config.files)} file(s), "
         f"{len(config.destinations)} destination(s), {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
 
 
-def cmd_route(args: argparse.Namespace) -> int:
-    config = _load(args)
+def cmd_route(args: argparse.Namespace, out: Output) -> int:
+    config = _load(args, out)
     if config is None:
         return 1
     raw = sys.stdin.buffer.read() if args.payload == "-" else Path(args.payload).read_bytes()
@@ -144,7 +154,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         except Exception as exc:
             rendered[name] = {"type": destination.type, "error": f"rendering failed: {exc}"}
     if args.json:
-        _print_json(
+        out.json(
             {
                 "event": event.type,
                 "eventId": event.dedupe_key,
@@ -166,21 +176,23 @@ def cmd_route(args: argparse.Namespace) -> int:
             }
         )
     else:
-        _print(
+        out.line(
             f"event: {event.type}  eventId: {event.dedupe_key}  journey: {event.journey_key or '-'}"
         )
-        _print("rules:")
+        out.line("rules:")
         for o in routing.outcomes:
             mark = "MATCH" if o.matched else "  -  "
             stop = " [stop]" if o.rule.stop and o.matched else ""
-            _print(f"  {mark} {o.rule.name}{stop}  ({o.rule.file}:{o.rule.line})")
-            _print(f"        {o.reason}")
+            out.line(f"  {mark} {o.rule.name}{stop}  ({o.rule.file}:{o.rule.line})")
+            out.line(f"        {o.reason}")
         if not any(o.matched for o in routing.outcomes):
-            _print(f"  no rule matched; unmatched -> {', '.join(config.unmatched) or '(nothing)'}")
-        _print(f"destinations: {', '.join(routing.destinations) or '(none)'}")
+            out.line(
+                f"  no rule matched; unmatched -> {', '.join(config.unmatched) or '(nothing)'}"
+            )
+        out.line(f"destinations: {', '.join(routing.destinations) or '(none)'}")
         for name, output in rendered.items():
-            _print(f"\n--- {name} ({output['type']}, chosen by {output.get('chosen_by', '?')})")
-            _print(
+            out.line(f"\n--- {name} ({output['type']}, chosen by {output.get('chosen_by', '?')})")
+            out.line(
                 json.dumps(
                     {k: v for k, v in output.items() if k not in ("type", "chosen_by")},
                     indent=2,
@@ -198,7 +210,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def cmd_sample(args: argparse.Namespace, out: Output) -> int:
     if not args.event:
         for event_type in idwise.EVENT_TYPES:
             print(event_type)
@@ -227,31 +239,32 @@ async def _with_store(config: Config, action: Any) -> Any:
         await store.close()
 
 
-def _store_command(args: argparse.Namespace, action: Any) -> tuple[int, Any]:
-    config = _load(args)
+def _store_command(args: argparse.Namespace, out: Output, action: Any) -> tuple[int, Any]:
+    config = _load(args, out)
     if config is None:
         return 1, None
     try:
         return 0, asyncio.run(_with_store(config, lambda store: action(store, config)))
     except StoreError as exc:
-        print(f"store error: {exc}", file=sys.stderr)
+        out.error(f"store error: {exc}")
         return 1, None
 
 
-def cmd_events(args: argparse.Namespace) -> int:
+def cmd_events(args: argparse.Namespace, out: Output) -> int:
     if args.action == "show":
-        code, row = _store_command(args, lambda store, _: store.get_event(args.id))
+        code, row = _store_command(args, out, lambda store, _: store.get_event(args.id))
         if code:
             return code
         if row is None:
             print(f"no event {args.id}", file=sys.stderr)
             return 1
-        _print_json(row)
+        out.json(row)
         return 0
     since = parse_since(args.since) if args.since else None
     event_type = (idwise.find_event_type(args.event) or args.event) if args.event else None
     code, rows = _store_command(
         args,
+        out,
         lambda store, _: store.list_events(
             event_type=event_type,
             since=since,
@@ -264,13 +277,14 @@ def cmd_events(args: argparse.Namespace) -> int:
     if code:
         return code
     if args.json:
-        _print_json(rows)
+        out.json(rows)
         return 0
     for row in rows:
         row["received"] = _time(row["received_at"])
         row["rules"] = ",".join(row["rules"]) or "-"
         row["deliveries"] = f"{row['deliveries']} ({row['pending']} pending)"
     _table(
+        out,
         rows,
         [
             ("id", "ID"),
@@ -285,20 +299,21 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deliveries(args: argparse.Namespace) -> int:
+def cmd_deliveries(args: argparse.Namespace, out: Output) -> int:
     if args.action == "show":
-        code, row = _store_command(args, lambda store, _: store.get_delivery(args.id))
+        code, row = _store_command(args, out, lambda store, _: store.get_delivery(args.id))
         if code:
             return code
         if row is None:
             print(f"no delivery {args.id}", file=sys.stderr)
             return 1
-        _print_json(row)
+        out.json(row)
         return 0
     since = parse_since(args.since) if args.since else None
     event_type = (idwise.find_event_type(args.event) or args.event) if args.event else None
     code, rows = _store_command(
         args,
+        out,
         lambda store, _: store.list_deliveries(
             status=args.status,
             destination=args.destination,
@@ -311,12 +326,13 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if code:
         return code
     if args.json:
-        _print_json(rows)
+        out.json(rows)
         return 0
     for row in rows:
         row["queued"] = _time(row["queued_at"])
         row["next"] = _time(row["next_attempt_at"]) if row["status"] == "pending" else "-"
     _table(
+        out,
         rows,
         [
             ("id", "ID"),
@@ -332,7 +348,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def cmd_replay(args: argparse.Namespace, out: Output) -> int:
     since = parse_since(args.since) if args.since else None
     if not (args.delivery or args.event or args.dead or since or args.reroute):
         print(
@@ -364,9 +380,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return f"re-queued {count} delivery(ies)"
 
-    code, message = _store_command(args, run)
+    code, message = _store_command(args, out, run)
     if code == 0:
-        _print(message)
+        out.line(message)
     return code
 
 
@@ -463,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code: int = args.func(args)
+        code: int = args.func(args, Output())
     except argparse.ArgumentTypeError as exc:
         print(f"idwise-gateway: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Structured logs: one JSON line per record (or text for humans), secrets scrubbed.
 
-Every record goes through `redact`, the one redaction point, before it is written.
-Callers attach fields with `extra={"fields": {...}}`.
+Every record goes through the process's `Redactor`, the one redaction point, before it is
+written. Callers attach fields with `extra={"fields": {...}}`. The handler installed by
+`setup_logging` is the only state; it lives on the root logger like any logging handler.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from gateway.secret import redact, redact_json
+from gateway.secret import Redactor
 
 #: set by handlers that write their own log line, so the access log skips the request
 LOGGED = web.RequestKey("logged", bool)
@@ -26,6 +27,10 @@ LOGGED = web.RequestKey("logged", bool)
 class JsonFormatter(logging.Formatter):
     _second = -1
     _stamp = ""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
 
     def _time(self, created: float) -> str:
         # one strftime per second, not per line: this runs for every webhook
@@ -46,7 +51,7 @@ class JsonFormatter(logging.Formatter):
         }
         if fields:
             entry.update(fields)
-        return redact_json(entry)
+        return self.redactor.redact_json(entry)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = dict(getattr(record, "fields", None) or {})
@@ -58,6 +63,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
     def format_fields(
         self, created: float, level: int, name: str, msg: str, fields: dict[str, Any] | None
     ) -> str:
@@ -66,7 +75,7 @@ class TextFormatter(logging.Formatter):
         )
         stamp = time.strftime("%H:%M:%S", time.localtime(created))
         line = f"{stamp} {logging.getLevelName(level):<7} {msg}" + (f"  {tail}" if tail else "")
-        return redact(line)
+        return self.redactor.redact(line)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
@@ -74,7 +83,7 @@ class TextFormatter(logging.Formatter):
             record.created, record.levelno, record.name, record.getMessage(), fields
         )
         if record.exc_info:
-            line += "\n" + redact(self.formatException(record.exc_info))
+            line += "\n" + self.redactor.redact(self.formatException(record.exc_info))
         return line
 
 
@@ -135,16 +144,14 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-_batching: BatchingStreamHandler | None = None
-
-
 def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
     """One structured line on the hot path (a webhook, an attempt): formatted straight into
     the batch, skipping the LogRecord machinery. Same output as `logger.log(..., extra=)`."""
     if not logger.isEnabledFor(level):
         return
-    handler = _batching
-    if handler is None or level >= logging.WARNING:
+    handlers = logging.root.handlers
+    handler = handlers[0] if len(handlers) == 1 else None
+    if not isinstance(handler, BatchingStreamHandler) or level >= logging.WARNING:
         logger.log(level, msg, extra={"fields": fields})
         return
     formatter = handler.formatter
@@ -153,22 +160,27 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
 
 
 def setup_logging(
-    fmt: str = "json", level: str = "info", stream: Any = None, batch: bool = False
-) -> None:
-    global _batching
+    redactor: Redactor,
+    fmt: str = "json",
+    level: str = "info",
+    stream: Any = None,
+    batch: bool = False,
+) -> logging.Handler:
+    """Install the one handler of the process (replacing any), masking with `redactor`."""
     handler: logging.StreamHandler[Any]
     if batch:
-        handler = _batching = BatchingStreamHandler(stream or sys.stderr)
+        handler = BatchingStreamHandler(stream or sys.stderr)
     else:
         handler = logging.StreamHandler(stream or sys.stderr)
-        _batching = None
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter = JsonFormatter(redactor) if fmt == "json" else TextFormatter(redactor)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    return handler
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -118,7 +118,8 @@ class Runtime:
     async def _reload(self, source: str) -> ReloadResult:
         old = self.current
         try:
-            new = await asyncio.to_thread(load_config, old.file)
+            # the live redactor: a secret read by a reload that fails is masked all the same
+            new = await asyncio.to_thread(load_config, old.file, None, old.redactor)
         except ConfigError as exc:
             return self._rejected(source, old, tuple(str(p) for p in exc.problems))
         except Exception as exc:  # e.g. PermissionError on a CA file: keep serving

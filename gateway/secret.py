@@ -1,7 +1,9 @@
-"""Secret values and the one redaction point for everything that leaves the process. Pure.
+"""Secret values and the redactor, the one redaction point for everything that leaves the
+process. Pure.
 
 Every value that comes from a secret-bearing config key or from `${...}` interpolation is
-registered here; log lines, `check` output and error texts pass through `redact`.
+registered with the config's `Redactor`; log lines, `check` output and error texts pass
+through it. There is no process-wide registry: whoever prints holds a redactor.
 """
 
 from __future__ import annotations
@@ -39,62 +41,60 @@ class Secret:
     __str__ = __repr__
 
 
-_lock = threading.Lock()
-_known: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
-_escaped: tuple[str, ...] = ()  # their JSON-escaped forms, for the pre-check of JSON text
 # Very short values would mask ordinary words; they are never printed on purpose, but only
 # values of 4+ characters are scrubbed from free text.
 _MIN_SCRUB = 4
-
-
-def register(*values: str) -> None:
-    global _known, _escaped
-    fresh = {str(v) for v in values if len(v) >= _MIN_SCRUB} - set(_known)
-    if fresh:
-        with _lock:
-            known = sorted(set(_known) | fresh, key=len, reverse=True)
-            _known = tuple(known)
-            _escaped = tuple({json.dumps(v, ensure_ascii=False)[1:-1] for v in known} | set(known))
-
-
-def registry_state() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The registered secrets, to restore later (tests: one config's secrets must not mask
-    another test's output)."""
-    return _known, _escaped
-
-
-def restore_registry(state: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
-    global _known, _escaped
-    with _lock:
-        _known, _escaped = state
-
-
-def redact(text: str) -> str:
-    for value in _known:
-        if value in text:
-            text = text.replace(value, MASK)
-    return text
-
-
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder: this runs per line
 
 
-def redact_json(value: Any) -> str:
-    """JSON text of `value` with secrets masked inside string values only, so the output
-    stays valid JSON and keys and literals (true, numbers) are never touched."""
-    text = _ENCODER.encode(value)
-    if not any(secret in text for secret in _escaped):
+class Redactor:
+    """The one redaction point: the secret values a process knows, masked in everything that
+    leaves it. The config loader registers each credential as it reads it; the runtime owns
+    the redactor and hands it to logging, the CLI and the destinations. Values are only ever
+    added (a rotated secret stays masked for the life of the process)."""
+
+    __slots__ = ("_escaped", "_known", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: tuple[str, ...] = ()  # longest first: a secret holding another is masked whole
+        self._escaped: tuple[str, ...] = ()  # JSON-escaped forms, for the pre-check of JSON text
+
+    def register(self, *values: str) -> None:
+        fresh = {str(v) for v in values if len(v) >= _MIN_SCRUB} - set(self._known)
+        if fresh:
+            with self._lock:
+                known = sorted(set(self._known) | fresh, key=len, reverse=True)
+                escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in known}
+                # one tuple swap each: readers on other threads never see half an update
+                self._escaped = tuple(escaped | set(known))
+                self._known = tuple(known)
+
+    def adopt(self, other: Redactor) -> None:
+        """Take every value `other` knows (a reloaded config's secrets)."""
+        self.register(*other._known)
+
+    def redact(self, text: str) -> str:
+        for value in self._known:
+            if value in text:
+                text = text.replace(value, MASK)
         return text
-    return _ENCODER.encode(_redact_strings(value))
 
+    def redact_json(self, value: Any) -> str:
+        """JSON text of `value` with secrets masked inside string values only, so the output
+        stays valid JSON and keys and literals (true, numbers) are never touched."""
+        text = _ENCODER.encode(value)
+        if not any(secret in text for secret in self._escaped):
+            return text
+        return _ENCODER.encode(self._redact_strings(value))
 
-def _redact_strings(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: _redact_strings(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_strings(item) for item in value]
-    if isinstance(value, int | float | bool) or value is None:
-        return value
-    return redact(str(value))
+    def _redact_strings(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {key: self._redact_strings(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_strings(item) for item in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return self.redact(str(value))

@@ -18,7 +18,7 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigError, StoreError
 from gateway.logs import AccessLogger, setup_logging
-from gateway.secret import redact
+from gateway.secret import Redactor
 from gateway.web.app import create_admin_app, create_app
 from gateway.web.keys import LIFECYCLE, RUNTIME
 
@@ -26,16 +26,18 @@ log = logging.getLogger("gateway")
 
 
 async def serve(config_path: Path, *, watch: bool = False, log_format: str | None = None) -> int:
+    redactor = Redactor()  # the process's one redaction point; reloads add to it
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, redactor=redactor)
     except ConfigError as exc:
-        setup_logging(log_format or "text")
+        setup_logging(redactor, log_format or "text")
         for problem in exc.problems:
-            log.error(redact(str(problem)))
+            log.error(str(problem))
         return 1
-    setup_logging(log_format or config.logging.format, config.logging.level, batch=True)
+    fmt = log_format or config.logging.format
+    setup_logging(redactor, fmt, config.logging.level, batch=True)
     for warning in config.warnings:
-        log.warning(redact(warning))
+        log.warning(warning)
     app = create_app(config)
     runners = await _listen(app, config)
     if runners is None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import load_config
-from gateway.secret import registry_state, restore_registry
 from gateway.web.app import create_app
 from tests.helpers import Sink, base_config, write_config
-
-
-@pytest.fixture(autouse=True)
-def isolated_secrets() -> Iterator[None]:
-    """Secrets registered by one test's config (hypothesis generates many) must not mask
-    another test's output: the registry is process-wide, like in the gateway."""
-    state = registry_state()
-    yield
-    restore_registry(state)
 
 
 @pytest.fixture

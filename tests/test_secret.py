@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.secret import MASK, Secret, redact, redact_json, register
+from gateway.secret import MASK, Redactor, Secret
 from tests.helpers import base_config, run_cli, write_config
 
 
@@ -18,8 +18,9 @@ def test_secret_repr_never_shows_the_value() -> None:
 
 def test_secret_with_quotes_and_backslashes_is_masked_in_json() -> None:
     awkward = 'pa"ss\\wörd-1-zz'
-    register(awkward)
-    text = redact_json({"msg": f"login with {awkward} failed", "n": 1, "ok": True})
+    redactor = Redactor()
+    redactor.register(awkward)
+    text = redactor.redact_json({"msg": f"login with {awkward} failed", "n": 1, "ok": True})
     assert awkward not in text
     assert json.dumps(awkward)[1:-1] not in text
     decoded = json.loads(text)
@@ -27,14 +28,18 @@ def test_secret_with_quotes_and_backslashes_is_masked_in_json() -> None:
 
 
 def test_json_keys_and_literals_are_never_touched() -> None:
-    register("level-secret-value")
-    text = redact_json({"level": "info", "watch": True, "count": 4, "x": "level-secret-value"})
+    redactor = Redactor()
+    redactor.register("level-secret-value")
+    text = redactor.redact_json(
+        {"level": "info", "watch": True, "count": 4, "x": "level-secret-value"}
+    )
     assert json.loads(text) == {"level": "info", "watch": True, "count": 4, "x": MASK}
 
 
 def test_longer_secret_masked_whole_when_it_contains_a_shorter_one() -> None:
-    register("abcd-1234", "abcd-1234-efgh-5678")
-    assert redact("token abcd-1234-efgh-5678 end") == f"token {MASK} end"
+    redactor = Redactor()
+    redactor.register("abcd-1234", "abcd-1234-efgh-5678")
+    assert redactor.redact("token abcd-1234-efgh-5678 end") == f"token {MASK} end"
 
 
 def route_json(tmp_path: Path, destination: dict[str, Any], env: dict[str, str]) -> Any:

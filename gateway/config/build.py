@@ -27,7 +27,7 @@ from gateway.destinations.base import BuildContext, Destination
 from gateway.jmes import Expression, compile_expression, describe_error
 from gateway.retry import Backoff, DeliveryPolicy
 from gateway.rules import Rule
-from gateway.secret import Secret
+from gateway.secret import Redactor, Secret
 from gateway.units import parse_duration, parse_rate, parse_size
 
 SERVER_DEFAULTS = ServerConfig()
@@ -59,6 +59,7 @@ class RuleItem(NamedTuple):
 class Builder:
     report: Report
     base_dir: Path  # relative paths in the config are relative to its folder
+    redactor: Redactor  # destinations mask what they show (previews, script output) with it
 
     # ---- values ----------------------------------------------------------------------------
     def duration(
@@ -258,7 +259,10 @@ class Builder:
                 return self.policy(source, override, (*path, "delivery"), base, defaults)
 
             context = BuildContext(
-                base_dir=self.base_dir, default_policy=base, make_policy=make_policy
+                base_dir=self.base_dir,
+                default_policy=base,
+                make_policy=make_policy,
+                redactor=self.redactor,
             )
             try:
                 built[name] = REGISTRY[settings["type"]].build(name, settings, context)

@@ -33,6 +33,7 @@ from gateway.config.source import Source, YamlProblem, parse_yaml
 from gateway.errors import ConfigError, Problem
 from gateway.retry import DeliveryPolicy
 from gateway.rules import RuleSet
+from gateway.secret import Redactor
 
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "IDWISE_GATEWAY_CONFIG"
@@ -43,24 +44,30 @@ def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None
     return Path(cli_value or environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Build the whole config or raise ConfigError with every problem (warnings included)."""
-    config, report = _load(path, os.environ if environ is None else environ)
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, redactor: Redactor | None = None
+) -> Config:
+    """Build the whole config or raise ConfigError with every problem (warnings included).
+    Credentials are registered with `redactor` (a fresh one if None), which the config
+    keeps: pass one in to mask the problems of a config that does not load."""
+    config, report = _load(path, os.environ if environ is None else environ, redactor)
     if config is None:
         raise ConfigError(report.problems)
     return replace(config, warnings=report.warnings())
 
 
 def check_config(
-    path: Path, environ: Mapping[str, str] | None = None
+    path: Path, environ: Mapping[str, str] | None = None, redactor: Redactor | None = None
 ) -> tuple[Config | None, list[Problem]]:
     """For `check`: the config (if valid) and every problem, warnings included."""
-    config, report = _load(path, os.environ if environ is None else environ)
+    config, report = _load(path, os.environ if environ is None else environ, redactor)
     return config, report.problems
 
 
-def _load(path: Path, environ: Mapping[str, str]) -> tuple[Config | None, Report]:
-    reader = _Reader(path, environ)
+def _load(
+    path: Path, environ: Mapping[str, str], redactor: Redactor | None
+) -> tuple[Config | None, Report]:
+    reader = _Reader(path, environ, redactor or Redactor())
     main = reader.read(path)
     if main is None:
         return None, reader.report
@@ -76,7 +83,7 @@ def _assemble(
 ) -> Config | None:
     """Steps 3 to 5 over schema-valid data; None if any error was found."""
     report, data = reader.report, main.data
-    build = Builder(report, reader.base_dir)
+    build = Builder(report, reader.base_dir, reader.redactor)
     server = build.server(main, data.get("server") or {})
     admin = build.admin(main, data.get("admin") or {}, server)
     storage = build.storage(main, data.get("storage") or {})
@@ -106,6 +113,7 @@ def _assemble(
         files=tuple(Path(s.file) for s in reader.sources),
         rules_patterns=tuple(patterns),
         digest=reader.digest.hexdigest(),
+        redactor=reader.redactor,
     )
 
 
@@ -115,6 +123,7 @@ class _Reader:
 
     path: Path
     environ: Mapping[str, str]
+    redactor: Redactor
     report: Report = field(default_factory=Report)
     sources: list[Source] = field(default_factory=list)
     digest: Any = field(default_factory=hashlib.sha256)
@@ -160,7 +169,7 @@ class _Reader:
             self.report.unresolved.add((source.file, path))
             return value
         # source.data is still the file as written here: secrets looks up destination types
-        register_value(path, value, text, substituted, source.data)
+        register_value(self.redactor, path, value, text, substituted, source.data)
         for item in substituted:
             self.digest.update(item.encode() + b"\0")
         return text

@@ -6,14 +6,14 @@ Nothing past the loader touches raw YAML; everything else reads these objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.auth import AuthConfig
 from gateway.retry import DeliveryPolicy
 from gateway.rules import Rule
-from gateway.secret import Secret
+from gateway.secret import Redactor, Secret
 
 if TYPE_CHECKING:
     from gateway.destinations.base import Destination
@@ -65,6 +65,8 @@ class Config:
     rules_patterns: tuple[str, ...]  # absolute rules_files globs, so --watch sees new files
     digest: str  # sha256 over those files' content and the resolved environment values
     warnings: tuple[str, ...] = ()
+    # the credentials this config brought, for everything it makes print or log
+    redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """Settings a reload cannot apply to a running process."""

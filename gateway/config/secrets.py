@@ -16,7 +16,7 @@ from typing import Any
 from gateway.config.source import Path as KeyPath
 from gateway.destinations import REGISTRY
 from gateway.destinations.base import SecretKeys
-from gateway.secret import register
+from gateway.secret import Redactor
 
 #: names that say a value is a credential where the shape is not declared
 CREDENTIAL_KEYS = frozenset({"password", "token", "secret", "value", "url"})
@@ -82,17 +82,17 @@ PLAIN_KEYS = frozenset(
 
 
 def register_value(
-    path: KeyPath, written: str, text: str, substituted: list[str], data: Any
+    redactor: Redactor, path: KeyPath, written: str, text: str, substituted: list[str], data: Any
 ) -> None:
     """Register the credentials in one string value: `written` as in the file, `text` after
     interpolation, `substituted` the values `${...}` put in; `data` is the whole file."""
     if is_secret(path, text, data) or written.lstrip().startswith("${file:"):
-        register(text, *substituted)
+        redactor.register(text, *substituted)
     # values from the environment or files are secret wherever they are used (a script
     # argument, a body template), except under keys that never hold one (a host name
     # masked in every log line helps nobody); defaults written in the file are not
     if _last_key(path) not in PLAIN_KEYS:
-        register(*(item for item in substituted if item not in written and len(item) >= 6))
+        redactor.register(*(item for item in substituted if item not in written and len(item) >= 6))
 
 
 def is_secret(path: KeyPath, value: str, data: Any) -> bool:

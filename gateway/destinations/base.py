@@ -20,7 +20,7 @@ from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliv
 from gateway.events import Event
 from gateway.render import Template, TemplateError, compile_template
 from gateway.retry import DeliveryPolicy
-from gateway.secret import MASK, Secret
+from gateway.secret import MASK, Redactor, Secret
 
 
 @dataclass(slots=True)
@@ -98,6 +98,7 @@ class BuildContext:
     base_dir: Path
     default_policy: DeliveryPolicy
     make_policy: Callable[[dict[str, Any], dict[str, Any]], DeliveryPolicy]
+    redactor: Redactor
     problems: list[DestinationProblem] = field(default_factory=list)
 
     def policy(

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -34,7 +34,7 @@ from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
-from gateway.secret import Secret, redact
+from gateway.secret import Redactor, Secret
 
 #: a URL may carry a key in its query; headers like Authorization; the signing key
 SECRETS = SecretKeys(
@@ -53,6 +53,7 @@ class HttpDestination:
     headers: tuple[tuple[str, Template], ...] = ()
     body: Template | None = None  # None: forward the original bytes
     sign_key: Secret | None = None
+    redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
     type: str = "http"
 
     def templates(self) -> dict[str, Template]:
@@ -84,7 +85,11 @@ class HttpDestination:
         headers, payload = self.request(event, time.time())
         secret_headers = {key for key, _ in self.headers if key.lower() == "authorization"}
         shown = {
-            k: ("****" if k in secret_headers or k == "webhook-signature" else redact(v))
+            k: (
+                "****"
+                if k in secret_headers or k == "webhook-signature"
+                else self.redactor.redact(v)
+            )
             for k, v in headers.items()
         }
         try:
@@ -93,7 +98,7 @@ class HttpDestination:
             body = payload.decode("utf-8", "replace")
         return {
             "method": self.method,
-            "url": redact(self.url.reveal()),
+            "url": self.redactor.redact(self.url.reveal()),
             "headers": shown,
             "body": body,
         }
@@ -195,4 +200,5 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> HttpDestination:
         headers=tuple(headers),
         body=ctx.template(raw, "body"),
         sign_key=sign_key,
+        redactor=ctx.redactor,
     )

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
 from gateway.retry import DeliveryPolicy
-from gateway.secret import redact
+from gateway.secret import Redactor
 from gateway.units import parse_duration
 
 #: a script's env carries its credentials (API_TOKEN, long literal values)
@@ -48,6 +48,7 @@ class ScriptDestination:
     env: tuple[tuple[str, Template], ...] = ()
     retry_exit_codes: frozenset[int] = frozenset({EX_TEMPFAIL})
     cwd: Path | None = None
+    redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
     type: str = "script"
 
     def templates(self) -> dict[str, Template]:
@@ -69,7 +70,7 @@ class ScriptDestination:
         return {
             "argv": list(self.command),
             "cwd": str(self.cwd) if self.cwd else None,
-            "env": {k: redact(v) for k, v in self.environment(event).items()},
+            "env": {k: self.redactor.redact(v) for k, v in self.environment(event).items()},
             "stdin": "the original request body",
             "timeout": self.timeout,
         }
@@ -136,7 +137,7 @@ class ScriptDestination:
             _signal_group(process.pid, signal.SIGKILL)  # leftovers of a timed-out group
         out = await _result(stdout)
         err = await _result(stderr)
-        output = _combine(out, err)
+        output = self.redactor.redact(_combine(out, err))
         code = process.returncode
         if timed_out:
             raise RetryableDeliveryError(
@@ -187,7 +188,7 @@ def _combine(out: bytes, err: bytes) -> str:
         parts.append("stdout: " + out.decode("utf-8", "replace"))
     if err:
         parts.append("stderr: " + err.decode("utf-8", "replace"))
-    return redact("\n".join(parts))
+    return "\n".join(parts)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -234,4 +235,5 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> ScriptDestinatio
         env=tuple(env),
         retry_exit_codes=codes,
         cwd=ctx.path(raw["cwd"]) if raw.get("cwd") else ctx.base_dir,
+        redactor=ctx.redactor,
     )

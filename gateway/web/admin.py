@@ -10,7 +10,6 @@ from aiohttp import web
 
 from gateway.errors import StoreError
 from gateway.metrics import CONTENT_TYPE
-from gateway.secret import redact
 from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME, STORE, gateway_app
 
 
@@ -34,7 +33,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def reload_endpoint(request: web.Request) -> web.Response:
-    result = await request.app[RUNTIME].reload("http")
+    runtime = request.app[RUNTIME]
+    result = await runtime.reload("http")
     body = {
         "status": "ok" if result.ok else "error",
         "config_hash": result.digest,
@@ -42,7 +42,7 @@ async def reload_endpoint(request: web.Request) -> web.Response:
         "restart_needed": list(result.restart_needed),
     }
     if not result.ok:
-        body["errors"] = [redact(error) for error in result.errors]
+        body["errors"] = [runtime.current.redactor.redact(error) for error in result.errors]
     return web.json_response(
         body, status=200 if result.ok else 400, dumps=lambda o: json.dumps(o, ensure_ascii=False)
     )
