@@ -84,6 +84,9 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
     def rss_mb(self) -> float:
         try:
             with open(f"/proc/{self.process.pid}/status") as status:
@@ -209,6 +212,12 @@ end
 """
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class WrkResult:
     requests_per_s: float
@@ -217,6 +226,9 @@ class WrkResult:
     non_2xx: int
     errors: int
     requests: int
+    #: the server's own CPU time per answered 2xx request over the measured window: the
+    #: figure that holds on a busy machine (wall-clock rates move with the neighbours)
+    cpu_us_per_request: float = float("nan")
 
 
 def _ms(text: str) -> float:
@@ -227,7 +239,14 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def run_wrk(port: int, path: str, connections: int, seconds: int, prefix: str) -> WrkResult:
+def run_wrk(
+    port: int,
+    path: str,
+    connections: int,
+    seconds: int,
+    prefix: str,
+    server: Server | None = None,
+) -> WrkResult:
     wrk = ensure_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % {"prefix": prefix, "path": path, "token": TOKEN})
@@ -245,7 +264,9 @@ def run_wrk(port: int, path: str, connections: int, seconds: int, prefix: str) -
             f"http://127.0.0.1:{port}{path}",
         ],
     )
+    cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpu = server.cpu_seconds() - cpu_before if server else float("nan")
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -253,14 +274,10 @@ def run_wrk(port: int, path: str, connections: int, seconds: int, prefix: str) -
     non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return WrkResult(
-        rps,
-        p50,
-        p99,
-        int(non.group(1)) if non else 0,
-        sum(int(g) for g in errs.groups()) if errs else 0,
-        total,
-    )
+    non_2xx = int(non.group(1)) if non else 0
+    errors = sum(int(g) for g in errs.groups()) if errs else 0
+    answered = max(total - non_2xx, 1)
+    return WrkResult(rps, p50, p99, non_2xx, errors, total, cpu * 1e6 / answered)
 
 
 def summary(values: list[float]) -> str:

@@ -49,6 +49,7 @@ def main() -> None:
                         connections,
                         args.seconds,
                         uuid.uuid4().hex[:8],
+                        server=baseline,
                     )
                 )
             finally:
@@ -64,6 +65,7 @@ def main() -> None:
                             connections,
                             args.seconds,
                             uuid.uuid4().hex[:8],
+                            server=gateway,
                         )
                     )
                 finally:
@@ -77,7 +79,7 @@ def main() -> None:
     print()
     print(f"machine: {machine()}")
     print(
-        f"{'conns':>5}  {'baseline req/s':>34}  {'gateway req/s':>34}  {'ratio':>6}  {'gw p50':>7}  {'gw p99':>7}  {'base p99':>8}  non-2xx"
+        f"{'conns':>5}  {'baseline req/s':>34}  {'gateway req/s':>34}  {'ratio':>6}  {'gw p50':>7}  {'gw p99':>7}  {'base p99':>8}  {'base CPU':>9}  {'gw CPU':>9}  non-2xx"
     )
     report = {"machine": machine(), "levels": {}}
     for c in levels:
@@ -88,8 +90,10 @@ def main() -> None:
         p99 = statistics.median(r.p99_ms for r in results["gateway"][c])
         bp99 = statistics.median(r.p99_ms for r in results["baseline"][c])
         non2xx = sum(r.non_2xx + r.errors for r in results["gateway"][c])
+        base_cpu = statistics.median(r.cpu_us_per_request for r in results["baseline"][c])
+        gw_cpu = statistics.median(r.cpu_us_per_request for r in results["gateway"][c])
         print(
-            f"{c:>5}  {summary(base):>34}  {summary(gw):>34}  {ratio:>5.2f}x  {p50:>5.2f}ms  {p99:>5.2f}ms  {bp99:>6.2f}ms  {non2xx}"
+            f"{c:>5}  {summary(base):>34}  {summary(gw):>34}  {ratio:>5.2f}x  {p50:>5.2f}ms  {p99:>5.2f}ms  {bp99:>6.2f}ms  {base_cpu:>7.0f}us  {gw_cpu:>7.0f}us  {non2xx}"
         )
         report["levels"][c] = {
             "baseline_rps": base,
@@ -99,6 +103,8 @@ def main() -> None:
             "gateway_p99_ms": p99,
             "baseline_p99_ms": bp99,
             "gateway_non_2xx": non2xx,
+            "baseline_cpu_us_per_request": base_cpu,
+            "gateway_cpu_us_per_webhook": gw_cpu,
         }
     dump("ingest", report)
     _ = time
