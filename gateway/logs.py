@@ -8,7 +8,9 @@ written. Callers attach fields with `extra={"fields": {...}}`. The handler insta
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -62,7 +64,58 @@ class JsonFormatter(logging.Formatter):
         )
 
 
+#: characters that break a line or drive a terminal: C0 and C1 controls, DEL, the Unicode
+#: line and paragraph separators and the bidirectional overrides ("Trojan Source")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def one_line(text: str) -> str:
+    """`text` safe to print on one terminal line: newlines, tabs and control bytes become
+    visible escapes (`\\n`, `\\x1b`), so a payload can neither forge a log line nor send a
+    terminal escape sequence. Used by the text log format and by the CLI's tables."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+_NEEDS_QUOTES = re.compile('[\\s="\\\\]')
+
+
+def logfmt_value(value: Any) -> str:
+    """One logfmt value: bare when it can be, else double-quoted with `\\` and `"` escaped;
+    always one line. Lists and mappings are compact JSON."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float):
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if text and not _NEEDS_QUOTES.search(text) and not _UNSAFE.search(text):
+        return text
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + one_line(quoted) + '"'
+
+
+def _logfmt_key(key: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", key)
+    return cleaned or "_"
+
+
 class TextFormatter(logging.Formatter):
+    """logfmt (`key=value`, quoted where needed, one line per record): readable by people and
+    parsed by Loki, Vector, Grafana and `hl`. Secrets are masked value by value, before
+    quoting, so an escaped secret cannot slip past the redactor."""
+
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
@@ -70,21 +123,34 @@ class TextFormatter(logging.Formatter):
     def format_fields(
         self, created: float, level: int, name: str, msg: str, fields: dict[str, Any] | None
     ) -> str:
-        tail = " ".join(
-            f"{k}={v}" for k, v in (fields or {}).items() if v is not None and k != "msg_kind"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        entry: dict[str, Any] = {
+            "time": f"{stamp}.{int((created % 1) * 1000):03d}Z",
+            "level": logging.getLevelName(level).lower(),
+            "msg": msg,
+        }
+        for key, value in (fields or {}).items():
+            if value is not None and key != "msg_kind":
+                entry[key] = value
+        return " ".join(
+            f"{_logfmt_key(key)}={logfmt_value(self._redact(value))}"
+            for key, value in entry.items()
         )
-        stamp = time.strftime("%H:%M:%S", time.localtime(created))
-        line = f"{stamp} {logging.getLevelName(level):<7} {msg}" + (f"  {tail}" if tail else "")
-        return self.redactor.redact(line)
+
+    def _redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redactor.redact(value)
+        if isinstance(value, int | float | bool):
+            return value
+        return json.loads(self.redactor.redact_json(value))
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None)
-        line = self.format_fields(
+        fields = dict(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return self.format_fields(
             record.created, record.levelno, record.name, record.getMessage(), fields
         )
-        if record.exc_info:
-            line += "\n" + self.redactor.redact(self.formatException(record.exc_info))
-        return line
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -179,8 +245,14 @@ def setup_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    # access lines stay at INFO even when the gateway logs less; at DEBUG the probes show too
+    logging.getLogger("aiohttp.access").setLevel(min(logging.INFO, root.level))
     return handler
+
+
+#: probes and scrapes: every few seconds from Kubernetes and Prometheus, so logged only when
+#: they fail (or at DEBUG); otherwise they would be most of the log
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -189,16 +261,23 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, duration: float) -> None:
         if request.get(LOGGED):
             return  # the webhook handler already wrote its own, richer line
-        self.logger.info(
+        path = request.rel_url.path
+        level = logging.INFO
+        if path in QUIET_PATHS and response.status < 400:
+            level = logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
             "http request",
             extra={
                 "fields": {
                     "msg_kind": "access",
                     "method": request.method,
-                    "path": request.rel_url.path,
+                    "path": path,
                     "status": response.status,
                     "remote": request.remote,
-                    "duration": round(duration, 4),
+                    "duration_ms": round(duration * 1000, 1),
                 }
             },
         )

@@ -97,7 +97,7 @@ class Attempter:
             "msg_kind": "delivery",
             "delivery": job.id,
             "eventId": event.dedupe_key if event else None,
-            "event": event.type if event else None,
+            "event_type": event.type if event else None,
             "journeyId": event.journey_key if event else None,
             "rule": job.rule,
             "destination": destination.name,
@@ -105,7 +105,7 @@ class Attempter:
             "outcome": record.outcome,
             "reason": record.reason,
             "status": record.status_code,
-            "duration": round(record.duration, 4),
+            "duration_ms": round(record.duration * 1000, 1),
         }
         if record.next_attempt_at is not None:
             fields["next_attempt_in"] = round(record.next_attempt_at - self.clock(), 3)

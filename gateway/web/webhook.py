@@ -206,7 +206,7 @@ def _log(outcome: Outcome) -> None:
     fields: dict[str, object] = {"msg_kind": "webhook"}
     event = outcome.event
     if event is not None:
-        fields.update(eventId=event.dedupe_key, event=event.type, journeyId=event.journey_key)
+        fields.update(eventId=event.dedupe_key, event_type=event.type, journeyId=event.journey_key)
     fields["outcome"] = outcome.outcome
     if outcome.outcome in ("accepted", "duplicate"):
         fields.update(rules=list(outcome.rules), destinations=list(outcome.destinations))
