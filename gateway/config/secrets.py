@@ -119,7 +119,8 @@ def _declared(keys: SecretKeys, setting: KeyPath, path: KeyPath, value: str) -> 
     if not setting:
         return False
     head = str(setting[0])
-    if ".".join(map(str, setting)) in keys.whole:
+    # list items count as their setting: "sign.secret" covers sign.secret[1]
+    if ".".join(str(part) for part in setting if not isinstance(part, int)) in keys.whole:
         return True
     if len(setting) == 2 and head in keys.named and _names_credential(str(setting[1])):
         return True

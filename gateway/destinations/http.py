@@ -52,7 +52,8 @@ class HttpDestination:
     method: str = "POST"
     headers: tuple[tuple[str, Template], ...] = ()
     body: Template | None = None  # None: forward the original bytes
-    sign_key: Secret | None = None
+    #: Standard Webhooks secrets; one `v1,` signature each (several while a receiver rotates)
+    sign_keys: tuple[Secret, ...] = ()
     redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
     type: str = "http"
 
@@ -75,8 +76,8 @@ class HttpDestination:
         }
         for name, template in self.headers:
             headers[name] = header_value(render_text(template, event.document))
-        if self.sign_key is not None:
-            headers.update(sign(self.sign_key, key, int(now), payload))
+        if self.sign_keys:
+            headers.update(sign(self.sign_keys, key, int(now), payload))
         return headers, payload
 
     def preview(self, event: Event) -> dict[str, Any]:
@@ -152,15 +153,21 @@ def header_safe_key(dedupe_key: str) -> str:
     return "sha256:" + hashlib.sha256(dedupe_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def sign(secret: Secret, message_id: str, timestamp: int, payload: bytes) -> dict[str, str]:
-    """Standard Webhooks (standardwebhooks.com) signature headers."""
-    key = decode_signing_secret(secret.reveal())
+def sign(
+    secrets: tuple[Secret, ...], message_id: str, timestamp: int, payload: bytes
+) -> dict[str, str]:
+    """Standard Webhooks (standardwebhooks.com) signature headers: one `v1,<base64>` per
+    secret, space-separated, so a receiver holding any one of them verifies (rotation)."""
     signed = f"{message_id}.{timestamp}.".encode() + payload
-    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    signatures = []
+    for secret in secrets:
+        key = decode_signing_secret(secret.reveal())
+        digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        signatures.append(f"v1,{digest}")
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": f"v1,{digest}",
+        "webhook-signature": " ".join(signatures),
     }
 
 
@@ -177,6 +184,30 @@ def decode_signing_secret(secret: str) -> bytes:
     return key
 
 
+def signing_keys(raw: Any, ctx: BuildContext) -> tuple[Secret, ...]:
+    """`sign.secret`: one secret or a list (the new one first while a receiver rotates);
+    empty entries, like an unset "${SIGNING_SECRET_NEXT:-}", are skipped."""
+    if not raw:
+        return ()
+    values = raw["secret"] if isinstance(raw["secret"], list) else [raw["secret"]]
+    keys: list[Secret] = []
+    invalid = False
+    for i, value in enumerate(values):
+        if not value:
+            continue
+        where = f"sign.secret[{i}]" if isinstance(raw["secret"], list) else "sign.secret"
+        try:
+            decode_signing_secret(str(value))
+        except ValueError as exc:
+            ctx.problems.append(DestinationProblem(where, str(exc)))
+            invalid = True
+            continue
+        keys.append(Secret(str(value)))
+    if not keys and not invalid:
+        ctx.problems.append(DestinationProblem("sign.secret", "no signing secret is set"))
+    return tuple(keys)
+
+
 def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> HttpDestination:
     url = str(raw["url"])
     if not url.startswith(("http://", "https://")):
@@ -184,14 +215,7 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> HttpDestination:
     headers: list[tuple[str, Template]] = []
     for key, value in (raw.get("headers") or {}).items():
         headers.append((key, ctx.compile(f"headers.{key}", value, "")))
-    sign_key = None
-    if raw.get("sign"):
-        secret = str(raw["sign"]["secret"])
-        try:
-            decode_signing_secret(secret)
-            sign_key = Secret(secret)
-        except ValueError as exc:
-            ctx.problems.append(DestinationProblem("sign.secret", str(exc)))
+    sign_keys = signing_keys(raw.get("sign"), ctx)
     return HttpDestination(
         name=name,
         policy=ctx.policy(raw),
@@ -199,6 +223,6 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> HttpDestination:
         method=str(raw.get("method", "POST")).upper(),
         headers=tuple(headers),
         body=ctx.template(raw, "body"),
-        sign_key=sign_key,
+        sign_keys=sign_keys,
         redactor=ctx.redactor,
     )

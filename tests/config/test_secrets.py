@@ -45,6 +45,8 @@ LITERAL_SECRETS = [
     "LitOrphanPw16pZ",
     "LitAuthzHdr17qX",
     "LitWrongType19sV",
+    "whsec_TGl0U2lnbk5leHRTZWNyZXQyMGtx",  # the second signing secret of a list (rotation)
+    "TGl0U2lnbk5leHRTZWNyZXQyMGtx",
 ]
 SECRETS = [
     *ENV_SECRETS.values(),
@@ -92,7 +94,7 @@ destinations:
       X-Api-Key: LitApiKey8wH
       X-Env-Key: "${{IDWG_SEC_HDR2}}"
       X-Journey: "{{{{ body.journeyId }}}}"
-    sign: {{secret: "${{IDWG_SEC_SIGN}}"}}
+    sign: {{secret: ["${{IDWG_SEC_SIGN}}", whsec_TGl0U2lnbk5leHRTZWNyZXQyMGtx]}}
   run:
     type: script
     command: [/bin/true]

@@ -369,6 +369,40 @@ async def test_signature_verifies_with_the_reference_library(
         Webhook(SIGNING_SECRET).verify(received.body + b" ", received.headers)
 
 
+NEXT_SECRET = "whsec_" + base64.b64encode(bytes(range(50, 82))).decode()
+
+
+@pytest.mark.parametrize("verifier", ["standardwebhooks", "svix"])
+async def test_several_secrets_sign_once_each_and_either_verifies(
+    harness: Harness, verifier: str
+) -> None:
+    """A receiver rotating its secret holds the old or the new one: one `v1,` signature per
+    configured secret, space-separated (the Standard Webhooks header), and both reference
+    verifiers accept the request with either secret, and refuse it with neither."""
+    from svix.webhooks import Webhook as SvixWebhook
+    from svix.webhooks import WebhookVerificationError as SvixVerificationError
+
+    sink = await harness.sink()
+    options = {"sign": {"secret": [NEXT_SECRET, "", SIGNING_SECRET]}}  # "" = unset slot
+    await harness.send(harness.destination(http_spec(sink, **options)), sample("Finished Step"))
+    (received,) = sink.received
+    signatures = header(received, "webhook-signature")
+    assert signatures is not None
+    assert [s.split(",")[0] for s in signatures.split(" ")] == ["v1", "v1"]
+    headers = dict(received.headers)
+    other = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
+    if verifier == "standardwebhooks":
+        for secret in (SIGNING_SECRET, NEXT_SECRET):
+            assert Webhook(secret).verify(received.body, headers) == json.loads(received.body)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(received.body, headers)
+    else:
+        for secret in (SIGNING_SECRET, NEXT_SECRET):
+            SvixWebhook(secret).verify(received.body, headers)  # raises when it fails
+        with pytest.raises(SvixVerificationError):
+            SvixWebhook(other).verify(received.body, headers)
+
+
 async def test_unsigned_requests_carry_no_signature_headers(harness: Harness) -> None:
     sink = await harness.sink()
     await harness.send(harness.destination(http_spec(sink)), sample("Finished Journey"))
