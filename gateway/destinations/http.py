@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -34,7 +35,7 @@ from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
-from gateway.secret import Redactor, Secret
+from gateway.secret import MASK, Redactor, Secret
 
 #: a URL may carry a key in its query; headers like Authorization; the signing key
 SECRETS = SecretKeys(
@@ -99,7 +100,7 @@ class HttpDestination:
             body = payload.decode("utf-8", "replace")
         return {
             "method": self.method,
-            "url": self.redactor.redact(self.url.reveal()),
+            "url": shown_url(self.url.reveal(), self.redactor),
             "headers": shown,
             "body": body,
         }
@@ -133,6 +134,28 @@ class HttpDestination:
             retry_after=retry_after,
             output=text,
         )
+
+
+def shown_url(url: str, redactor: Redactor) -> str:
+    """The URL as `route` shows it: scheme, host, port and path kept (so a wrong host or path
+    can be seen), userinfo and every query value masked, and any configured secret masked
+    wherever it appears (a token in the path)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return MASK
+    # each part on its own: the whole URL is registered as a secret too, and must not mask
+    # everything again; a secret inside a part (a token as a path segment) still is
+    host = redactor.redact(parts.hostname or "")
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{MASK}@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    query = "&".join(
+        f"{redactor.redact(key)}={MASK}" if sep else redactor.redact(key)
+        for key, sep, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, redactor.redact(parts.path), query, ""))
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -99,6 +99,28 @@ async def test_http_preview_masks_credentials(harness: Harness, auth_header: str
     assert received.headers["X-Journey"] == preview["headers"]["X-Journey"]
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://risk:8000/idwise", "http://risk:8000/idwise"),  # no secret in it: all shown
+        ("https://user:pw-991@risk.internal/v1/hook", "https://****@risk.internal/v1/hook"),
+        ("http://risk/hook?key=abc123&env=prod&flag", "http://risk/hook?key=****&env=****&flag"),
+        ("http://[::1]:9000/a#frag", "http://[::1]:9000/a"),
+        ("http://risk/hooks/${IDWG_PATH_TOKEN}/in", "http://risk/hooks/****/in"),
+        ("${IDWG_WHOLE_URL}", "http://risk:8000/from-env"),
+    ],
+)
+async def test_http_preview_url_masks_only_what_can_be_a_credential(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, url: str, expected: str
+) -> None:
+    """`route` shows where a request would go (scheme, host, port, path); userinfo, query
+    values and configured secrets (here one from the environment in the path) are masked."""
+    monkeypatch.setenv("IDWG_PATH_TOKEN", "path-token-secret-77")
+    monkeypatch.setenv("IDWG_WHOLE_URL", "http://risk:8000/from-env")
+    destination = harness.destination({"type": "http", "url": url})
+    assert destination.preview(EVENT)["url"] == expected
+
+
 async def test_http_preview_of_templated_body(harness: Harness) -> None:
     sink = await harness.sink()
     destination = harness.destination(
