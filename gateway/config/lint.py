@@ -44,18 +44,50 @@ def check_rules(report: Report, items: list[RuleItem], destinations: Mapping[str
             raw_events = item["events"] if isinstance(item["events"], list) else [item["events"]]
             for j, event_type in enumerate(raw_events):
                 if event_type not in idwise.EVENT_FIELDS:
-                    hint = nearest(event_type, list(idwise.EVENT_TYPES))
-                    report.warn(
-                        source,
-                        (*path, "events", j),
-                        f"'{event_type}' is not a known IDWise event type{hint}",
-                    )
+                    check_event_type(report, source, (*path, "events", j), event_type)
         known = idwise.fields_of(
             tuple(e for e in (rule.events or ()) if e in idwise.EVENT_FIELDS) or None
         )
         if rule.when_source:
             scope = "the event types of this rule" if rule.events else None
             check_fields(report, source, (*path, "when"), [rule.when_source], known, scope)
+
+
+#: an unknown type this close to a known one (edits, ignoring case) is a typo, not a new type
+NEAR_MISS = 2
+
+
+def check_event_type(report: Report, source: Source, path: KeyPath, event_type: str) -> None:
+    """A type one or two letters from a known one is an error (the rule would silently never
+    match); one far from every known type stays a warning, since IDWise adds types."""
+    close = [
+        known
+        for known in idwise.EVENT_TYPES
+        if edit_distance(event_type.lower(), known.lower()) <= NEAR_MISS
+    ]
+    if close:
+        report.error(
+            source,
+            path,
+            f"'{event_type}' is not an IDWise event type: did you mean '{close[0]}'?"
+            " (event types match exactly, so this rule would never match)",
+        )
+        return
+    hint = nearest(event_type, list(idwise.EVENT_TYPES))
+    report.warn(source, path, f"'{event_type}' is not a known IDWise event type{hint}")
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
 
 
 def check_fields(

@@ -47,8 +47,23 @@ def validate(source: Source, schema: dict[str, Any], report: Report) -> bool:
     ):
         for path, message in describe(err):
             report.error(source, path, message)
+            if err.validator == "additionalProperties" and _drop_rule_key(source, path):
+                continue  # the rest of that rule is still checked, in the same run
             usable = _set_aside(source, path, report) and usable
     return usable
+
+
+def _drop_rule_key(source: Source, path: KeyPath) -> bool:
+    """An unknown key in a rule (`rules[2].too`) is removed, reported once, and the rule kept
+    for the later checks, so its other problems show in the same run. A rule that misses a
+    required key is still set aside by its own schema error."""
+    if len(path) != 3 or path[0] != "rules" or not isinstance(path[1], int):
+        return False
+    rules = source.data.get("rules")
+    if not isinstance(rules, list) or not isinstance(rules[path[1]], dict):
+        return False
+    rules[path[1]].pop(path[2], None)
+    return True
 
 
 def _set_aside(source: Source, path: KeyPath, report: Report) -> bool:

@@ -240,9 +240,10 @@ def test_problems_in_rules_files_name_that_file_and_line(tmp_path: Path) -> None
         "  - {name: audit, to: [audit]}\n"
     )
     _, problems = check_config(config, environ=ENVIRON)
-    # the rule with the schema error is set aside; the other problems are still reported
+    # an unknown key no longer hides the other problems of its rule: all in one run
     assert sorted((p.file, p.line, p.path) for p in problems) == [
         (str(rules_file), 3, "rules[0].name"),
+        (str(rules_file), 6, "rules[1].to[1]"),
         (str(rules_file), 7, "rules[1].wehn"),
     ]
     rules_file.write_text(rules_file.read_text().replace("    wehn: body.x\n", ""))

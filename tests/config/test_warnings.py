@@ -28,20 +28,30 @@ def only_warnings(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "warning"]
 
 
-def test_unknown_event_type_is_a_warning_with_a_suggestion(tmp_path: Path) -> None:
-    rules = [{"name": "r", "events": ["Finished Journey", "Finished Jorney"], "to": ["a"]}]
+def test_event_type_far_from_every_known_one_is_a_warning(tmp_path: Path) -> None:
+    """IDWise adds types: one that is nothing like a known type stays routable."""
+    rules = [{"name": "r", "events": ["Finished Journey", "Document Expired"], "to": ["a"]}]
     (warning,) = only_warnings(problems_for(tmp_path, rules=rules))
     assert warning.path == "rules[0].events[1]"
-    assert warning.message == (
-        "'Finished Jorney' is not a known IDWise event type (did you mean Finished Journey?)"
-    )
+    assert warning.message == "'Document Expired' is not a known IDWise event type"
     assert ": warning: " in str(warning)
 
 
-def test_event_type_with_wrong_case_suggests_the_real_name(tmp_path: Path) -> None:
-    rules = [{"name": "r", "events": "updated journey", "to": ["a"]}]
-    (warning,) = only_warnings(problems_for(tmp_path, rules=rules))
-    assert "did you mean Updated Journey?" in warning.message
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("Finished Jorney", "Finished Journey"),  # one letter
+        ("AML Monitor Updates", "AML Monitor Update"),  # one letter too many
+        ("Finshed Jurney", "Finished Journey"),  # two letters
+        ("updated journey", "Updated Journey"),  # case only
+    ],
+)
+def test_event_type_near_a_known_one_is_an_error(tmp_path: Path, written: str, meant: str) -> None:
+    """A near miss would make the rule silently never match: an error naming the real type."""
+    rules = [{"name": "r", "events": [written], "to": ["a"]}]
+    (error,) = problems_for(tmp_path, rules=rules)
+    assert (error.severity, error.path) == ("error", "rules[0].events[0]")
+    assert f"did you mean '{meant}'?" in error.message
 
 
 def test_misspelt_body_field_in_when_suggests_the_real_field(tmp_path: Path) -> None:
@@ -91,7 +101,7 @@ def test_load_config_keeps_warnings_on_a_valid_config(tmp_path: Path) -> None:
     config = base_config(
         tmp_path,
         destinations=DEST,
-        rules=[{"name": "r", "events": ["Finished Jorney"], "to": ["a"]}],
+        rules=[{"name": "r", "events": ["Finished Jrny"], "to": ["a"]}],
     )
     loaded = load_config(write_config(tmp_path, config), environ={})
     assert len(loaded.warnings) == 1 and "did you mean Finished Journey?" in loaded.warnings[0]
@@ -144,7 +154,7 @@ def test_templates_of_the_shipped_config_render_every_sample_cleanly() -> None:
 # ------------------------------------------------------------------ exit codes (CLI)
 WARN_ONLY = {
     "rules": [
-        {"name": "r", "events": ["Finished Jorney"], "to": ["a"]},
+        {"name": "r", "events": ["Finished Jrny"], "to": ["a"]},
         {"name": "s", "events": ["Finished Journey"], "when": "body.finalDecison", "to": ["a"]},
     ]
 }
