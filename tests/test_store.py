@@ -140,3 +140,29 @@ async def test_replay_requeues_dead_and_never_duplicates_pending(tmp_path: Path)
         assert due.attempt_base == 5  # a fresh budget; attempt numbers keep counting
     finally:
         await store.close()
+
+
+async def test_requeue_says_what_it_queued_and_keeps_the_first_queued_time(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "q.db")
+    try:
+        await store.accept(parse_event(event("q-1")), [("a", "r"), ("b", "r")], ["r"], None, {})
+        before = {d["destination"]: d for d in await store.list_deliveries()}
+        assert {d["first_queued_at"] for d in before.values()} == {None}
+        await store.write(lambda conn: conn.execute("UPDATE deliveries SET status='dead'"))
+        requeued = await store.requeue(dead=True, destination="b")
+        assert [(r.event_row, r.destination) for r in requeued] == [(1, "b")]
+        after = {d["destination"]: d for d in await store.list_deliveries()}
+        assert after["b"]["first_queued_at"] == before["b"]["queued_at"]
+        assert after["b"]["queued_at"] >= before["b"]["queued_at"]  # max_age counts anew
+        assert after["a"]["first_queued_at"] is None
+        # replayed again: the first time stays the first
+        await store.write(lambda conn: conn.execute("UPDATE deliveries SET status='dead'"))
+        (again,) = await store.requeue(delivery_id=after["b"]["id"])
+        assert again.delivery_id == after["b"]["id"]
+        (row,) = [d for d in await store.list_deliveries() if d["destination"] == "b"]
+        assert row["first_queued_at"] == before["b"]["queued_at"]
+        assert await store.requeue(delivery_id=999) == []
+    finally:
+        await store.close()

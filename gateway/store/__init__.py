@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.store.records import Accepted, AttemptRecord, DueDelivery
+from gateway.store.records import Accepted, AttemptRecord, DueDelivery, Requeued
 
 if TYPE_CHECKING:
     from gateway.config.model import StorageConfig
@@ -73,7 +73,22 @@ class Store(Protocol):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
-    ) -> int: ...
+    ) -> int:
+        """`requeue`, counted."""
+
+    async def requeue(
+        self,
+        *,
+        delivery_id: int | None = None,
+        event: str | None = None,
+        dead: bool = False,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> list[Requeued]:
+        """Re-queue matching deliveries (pending ones are made due now, never duplicated) and
+        say which. A finished one restarts `queued_at` (its `max_age` counts from the
+        replay) and keeps its first `queued_at` as `first_queued_at`."""
+
     async def add_routes(
         self, additions: Iterable[tuple[int, str, str | None, str | None]]
     ) -> int: ...
@@ -122,4 +137,4 @@ def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
     return SqliteStore(storage.path, storage.busy_timeout, max_size)
 
 
-__all__ = ["Accepted", "AttemptRecord", "DueDelivery", "Store", "create_store"]
+__all__ = ["Accepted", "AttemptRecord", "DueDelivery", "Requeued", "Store", "create_store"]

@@ -36,3 +36,12 @@ class AttemptRecord:
     detail: str | None = None
     output: str | None = None
     next_attempt_at: float | None = None  # for outcome == "retry"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Requeued:
+    """A delivery a replay made due: which one, of which event, to which destination."""
+
+    delivery_id: int
+    event_row: int
+    destination: str

@@ -196,6 +196,9 @@ def test_strict_makes_warnings_fail(results: dict[str, subprocess.CompletedProce
     result = results["strict"]
     assert result.returncode == 1
     assert ": warning: " in result.stdout
+    # and says so, instead of printing OK and exiting 1
+    assert "OK" not in result.stdout
+    assert "FAILED with --strict: 0 error(s), 2 warning(s)" in result.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("key", ["shipped", "shipped-strict"])

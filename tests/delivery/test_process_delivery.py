@@ -135,7 +135,9 @@ async def test_replay_dead_requeues_into_the_running_gateway(
         assert b.answers == [503, 503, 503, 200]
 
         (delivery_id,) = rows(db, "SELECT id FROM deliveries WHERE destination = 'a'")[0]
-        shown = json.loads((await cli("deliveries", "show", "-c", cfg, str(delivery_id))).stdout)
+        shown = json.loads(
+            (await cli("deliveries", "show", "-c", cfg, str(delivery_id), "--json")).stdout
+        )
         assert shown["status"] == "delivered"
         history = shown["attempt_history"]
         assert [(h["outcome"], h["reason"], h["status_code"]) for h in history] == [
@@ -206,7 +208,7 @@ async def test_replay_event_sends_that_event_again_and_nothing_else(
         await send(gateway, payload("again-1", "J1"))
         await send(gateway, payload("again-2", "J2"))
         await wait_status(db, "delivered", count=2, within=5)
-        replayed = await cli("replay", "-c", str(config), "--event", "again-1")
+        replayed = await cli("replay", "-c", str(config), "--event-id", "again-1")
         assert "re-queued 1 " in replayed.stdout
         await sink.wait_for(3, timeout=5)
         await wait_status(db, "delivered", count=2, within=5)

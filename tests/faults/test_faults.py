@@ -391,7 +391,7 @@ def test_cli_replay_from_another_process_under_load_touches_only_what_it_names(
             for _ in range(2):  # meanwhile, from another process
                 replays.append(
                     subprocess.run(
-                        [*REPLAY, "-c", str(path), "--event", "replayed-one"],
+                        [*REPLAY, "-c", str(path), "--event-id", "replayed-one"],
                         capture_output=True,
                         text=True,
                         timeout=30,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.events import Event
-from gateway.store.records import Accepted, AttemptRecord, DueDelivery
+from gateway.store.records import Accepted, AttemptRecord, DueDelivery, Requeued
 from gateway.store.sqlite.connection import SqliteConnection
 
 
@@ -253,6 +253,20 @@ class SqliteOutbox(SqliteConnection):
         destination: str | None = None,
         since: float | None = None,
     ) -> int:
+        requeued = await self.requeue(
+            delivery_id=delivery_id, event=event, dead=dead, destination=destination, since=since
+        )
+        return len(requeued)
+
+    async def requeue(
+        self,
+        *,
+        delivery_id: int | None = None,
+        event: str | None = None,
+        dead: bool = False,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> list[Requeued]:
         """Re-queue matching deliveries; pending ones are made due now, never duplicated."""
         where: list[str] = ["1=1"]
         params: list[Any] = []
@@ -274,20 +288,23 @@ class SqliteOutbox(SqliteConnection):
             params.append(since)
         now = time.time()
 
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
+        def run(conn: sqlite3.Connection) -> list[Requeued]:
+            rows = conn.execute(
                 "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = ?, updated_at = ?,"
                 " attempt_base = CASE WHEN status = 'pending' THEN attempt_base ELSE attempts END,"
+                " first_queued_at = CASE WHEN status = 'pending' THEN first_queued_at"
+                " ELSE coalesce(first_queued_at, queued_at) END,"
                 " queued_at = CASE WHEN status = 'pending' THEN queued_at ELSE ? END,"
                 " reason = CASE WHEN status = 'pending' THEN reason ELSE NULL END"
-                " WHERE " + " AND ".join(where),
+                " WHERE " + " AND ".join(where) + " RETURNING id, event_row, destination",
                 (now, now, now, *params),
-            ).rowcount
+            ).fetchall()
+            return sorted(Requeued(row[0], row[1], row[2]) for row in rows)
 
-        count = await self.write(run)
-        if count:
-            self._made_due(None)
-        return count
+        requeued = await self.write(run)
+        if requeued:
+            self._made_due({r.destination for r in requeued})
+        return requeued
 
     async def add_routes(self, additions: Iterable[tuple[int, str, str | None, str | None]]) -> int:
         """(event_row, destination, rule, journey_key) rows; existing pairs are left alone."""

@@ -72,6 +72,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX deliveries_status;
     CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE status = 'dead';
     """,
+    # 4: a replay restarts queued_at (max_age counts from it); the first one is kept here
+    # (NULL: never replayed, queued_at is the original)
+    """
+    ALTER TABLE deliveries ADD COLUMN first_queued_at REAL;
+    """,
 )
 
 

@@ -1,0 +1,3 @@
+from tests.config.fast_cli import cli
+
+__all__ = ["cli"]
