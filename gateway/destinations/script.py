@@ -1,9 +1,9 @@
 """Script destination: run a local program per event. I/O in `send`.
 
-Never a shell: `command` is an argv list. The program gets the original body on stdin and
-a minimal environment (PATH, LANG, HOME, the IDWISE_* variables and the configured `env`),
-never the gateway's own environment, which holds secrets. It runs in its own process
-group so a timeout kills it and everything it started.
+Never a shell: `command` is an argv list. The program gets the webhook's raw request body
+on stdin and a minimal environment (PATH, LANG, HOME, the IDWISE_* variables and the
+configured `env`), never the gateway's own environment, which holds secrets. It runs in its
+own process group so a timeout kills it and everything it started.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ScriptDestination:
             "argv": list(self.command),
             "cwd": str(self.cwd) if self.cwd else None,
             "env": {k: self.redactor.redact(v) for k, v in self.environment(event).items()},
-            "stdin": "the original request body",
+            "stdin": "the webhook's raw request body",
             "timeout": self.timeout,
         }
 
@@ -107,7 +107,10 @@ class ScriptDestination:
         timed_out = False
         try:
             try:
-                process.stdin.write(stdin)
+                # a program that exited without reading its input closed the pipe already:
+                # uvloop raises RuntimeError on a write to it (asyncio ignores the write)
+                if not process.stdin.is_closing():
+                    process.stdin.write(stdin)
                 await asyncio.wait_for(process.stdin.drain(), self.timeout)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the program need not read its input

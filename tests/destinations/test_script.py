@@ -322,3 +322,35 @@ async def test_event_variables_for_a_payload_without_event_id(
         body["referenceNo"],
     )
     assert event_id  # some stable id is always given
+
+
+@pytest.mark.slow
+def test_a_program_that_never_reads_its_input_is_delivered_at_once_in_a_real_gateway(
+    tmp_path: Path,
+) -> None:
+    """`serve` runs on uvloop, which raises on a write to the pipe of a program that already
+    exited without reading it (/bin/true): that must be a delivery, not an internal error
+    and a retry."""
+    from tests.helpers import (
+        AUTH,
+        base_config,
+        gateway_process,
+        post,
+        sqlite_rows,
+        wait_until,
+        write_config,
+    )
+
+    config = base_config(
+        tmp_path,
+        destinations={"quick": {"type": "script", "command": ["/bin/true"]}},
+        rules=[{"name": "all", "to": ["quick"]}],
+    )
+    db = tmp_path / "gateway.db"
+    with gateway_process(write_config(tmp_path, config)) as gateway:
+        for n in range(5):  # the exit often beats the write; five make it near certain
+            raw = json.dumps({"event": "Finished Step", "body": {"eventId": f"q-{n}"}}).encode()
+            assert post(gateway.url, raw, AUTH)[0] == 200
+        wait_until(lambda: sqlite_rows(db, "SELECT count(*) FROM attempts")[0][0] >= 5)
+        found = sqlite_rows(db, "SELECT outcome, reason FROM attempts ORDER BY id")
+    assert found == [("delivered", None)] * 5, gateway.logs()
