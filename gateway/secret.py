@@ -41,6 +41,14 @@ class Secret:
     __str__ = __repr__
 
 
+class Shown(str):
+    """Text a destination already masked for display, part by part (a URL whose host and
+    path are shown and whose credentials are not): the redactor leaves it as it is, where
+    it would otherwise mask the whole of a URL that is registered as a secret."""
+
+    __slots__ = ()
+
+
 # Very short values would mask ordinary words; they are never printed on purpose, but only
 # values of 4+ characters are scrubbed from free text.
 _MIN_SCRUB = 4
@@ -89,6 +97,8 @@ class Redactor:
         return _ENCODER.encode(self._redact_strings(value))
 
     def _redact_strings(self, value: Any) -> Any:
+        if isinstance(value, Shown):
+            return value
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, dict):

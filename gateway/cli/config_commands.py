@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -178,5 +177,4 @@ def print_route(
     out.line(f"destinations: {', '.join(routing.destinations) or '(none)'}")
     for name, output in rendered.items():
         out.line(f"\n--- {name} ({output['type']}, chosen by {output.get('chosen_by', '?')})")
-        shown = {k: v for k, v in output.items() if k not in ("type", "chosen_by")}
-        out.line(json.dumps(shown, indent=2, ensure_ascii=False))
+        out.json({k: v for k, v in output.items() if k not in ("type", "chosen_by")})

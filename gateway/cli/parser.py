@@ -70,7 +70,13 @@ class _Builder:
         return p
 
     def group(self, name: str, help_text: str) -> Any:
-        parser = self.sub.add_parser(name, help=help_text, description=help_text)
+        parser = self.sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         parser.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
         return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 

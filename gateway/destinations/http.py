@@ -35,7 +35,7 @@ from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
-from gateway.secret import MASK, Redactor, Secret
+from gateway.secret import MASK, Redactor, Secret, Shown
 
 #: a URL may carry a key in its query; headers like Authorization; the signing key
 SECRETS = SecretKeys(
@@ -136,7 +136,7 @@ class HttpDestination:
         )
 
 
-def shown_url(url: str, redactor: Redactor) -> str:
+def shown_url(url: str, redactor: Redactor) -> Shown:
     """The URL as `route` shows it: scheme, host, port and path kept (so a wrong host or path
     can be seen), userinfo and every query value masked, and any configured secret masked
     wherever it appears (a token in the path)."""
@@ -144,7 +144,7 @@ def shown_url(url: str, redactor: Redactor) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return MASK
+        return Shown(MASK)
     # each part on its own: the whole URL is registered as a secret too, and must not mask
     # everything again; a secret inside a part (a token as a path segment) still is
     host = redactor.redact(parts.hostname or "")
@@ -155,7 +155,7 @@ def shown_url(url: str, redactor: Redactor) -> str:
         f"{redactor.redact(key)}={MASK}" if sep else redactor.redact(key)
         for key, sep, _ in (item.partition("=") for item in parts.query.split("&") if item)
     )
-    return urlunsplit((parts.scheme, netloc, redactor.redact(parts.path), query, ""))
+    return Shown(urlunsplit((parts.scheme, netloc, redactor.redact(parts.path), query, "")))
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -195,3 +195,28 @@ def test_table_cells_cannot_break_lines_or_drive_the_terminal() -> None:
     with contextlib.redirect_stdout(buffer):
         Output().table([{"a": "x\ny\x1b[2J", "b": None}], [("a", "A"), ("b", "B")])
     assert buffer.getvalue().splitlines()[1] == "x\\ny\\x1b[2J  -"
+
+
+def test_route_shows_where_an_http_request_goes_and_masks_its_credentials(
+    cli: CliServer, tmp_path: Path
+) -> None:
+    """Through the CLI's own redactor too: the whole URL is a registered secret, which must
+    not turn the carefully masked URL back into ****."""
+    document = base_config(
+        tmp_path,
+        destinations={
+            "literal": {"type": "http", "url": "http://risk:8000/idwise?key=q-secret-7781"},
+            "from-env": {"type": "http", "url": "${IDWG_RISK_URL}"},
+        },
+        rules=[{"name": "all", "to": ["literal", "from-env"]}],
+    )
+    path = write_config(tmp_path, document)
+    env = {"IDWG_RISK_URL": "https://user:pw-secret-5512@risk.internal/v2/hook"}
+    payload = idwise.sample_bytes("Finished Step")
+    text = cli.run("route", "-c", str(path), "-", stdin=payload, env=env)
+    as_json = cli.run("route", "-c", str(path), "-", "--json", stdin=payload, env=env)
+    for result in (text, as_json):
+        assert result.returncode == 0, result.stderr
+        assert '"url": "http://risk:8000/idwise?key=****"' in result.stdout
+        assert '"url": "https://****@risk.internal/v2/hook"' in result.stdout
+        assert "q-secret-7781" not in result.stdout and "pw-secret-5512" not in result.stdout
