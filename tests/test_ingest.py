@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from gateway import idwise
-from tests.conftest import GatewayClient
-from tests.helpers import AUTH, TOKEN, sample
+from tests.support.config import AUTH, TOKEN
+from tests.support.payloads import payload
+from tests.support.process import GatewayClient
 
 PATH = "/webhooks/idwise"
 
@@ -29,7 +30,7 @@ async def test_every_sample_is_accepted_and_stored_verbatim(
     gateway: GatewayClient, tmp_path: Path, event_type: str
 ) -> None:
     client = await gateway()
-    raw = sample(event_type)
+    raw = payload(event_type)
     response = await client.post(PATH, data=raw, headers=AUTH)
     assert response.status == 200
     answer = await response.json()
@@ -58,7 +59,7 @@ async def test_edge_payload_with_unknown_fields_is_accepted(gateway: GatewayClie
 async def test_content_type_is_not_required(gateway: GatewayClient) -> None:
     client = await gateway()
     response = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"}
     )
     assert response.status == 200
 
@@ -70,8 +71,8 @@ async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(
         destinations={"hook": {"type": "http", "url": sink.url}},
         rules=[{"name": "all", "to": ["hook"]}],
     )
-    first = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
-    second = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    first = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
+    second = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert (await first.json())["status"] == "accepted"
     assert (await second.json()) == {
         "status": "duplicate",
@@ -85,7 +86,7 @@ async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
-    raw = sample("Finished Journey")
+    raw = payload("Finished Journey")
     responses = await asyncio.gather(
         *(client.post(PATH, data=raw, headers=AUTH) for _ in range(50))
     )
@@ -101,7 +102,7 @@ async def test_legacy_payload_without_event_id_is_deduplicated_by_hash(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
-    raw = sample("Step Submitted")
+    raw = payload("Step Submitted")
     spaced = json.dumps(json.loads(raw), indent=4).encode()
     a = await (await client.post(PATH, data=raw, headers=AUTH)).json()
     b = await (await client.post(PATH, data=spaced, headers=AUTH)).json()
@@ -178,19 +179,19 @@ async def test_missing_or_wrong_credentials_are_401(
     gateway: GatewayClient, tmp_path: Path, headers: dict[str, str]
 ) -> None:
     client = await gateway()
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=headers)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=headers)
     assert response.status == 401
     assert stored(tmp_path) == 0
 
 
 async def test_basic_auth_challenge_and_success(gateway: GatewayClient) -> None:
     client = await gateway(auth={"basic": [{"username": "idwise", "password": "s3cret-pass"}]})
-    refused = await client.post(PATH, data=sample("Finished Journey"))
+    refused = await client.post(PATH, data=payload("Finished Journey"))
     assert refused.status == 401
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
     good = "Basic " + base64.b64encode(b"idwise:s3cret-pass").decode()
     accepted = await client.post(
-        PATH, data=sample("Finished Journey"), headers={"Authorization": good}
+        PATH, data=payload("Finished Journey"), headers={"Authorization": good}
     )
     assert accepted.status == 200
 
@@ -199,22 +200,22 @@ async def test_custom_header_auth(gateway: GatewayClient) -> None:
     client = await gateway(auth={"headers": [{"name": "X-IDWise-Key", "value": "hdr-secret-1"}]})
     assert (
         await client.post(
-            PATH, data=sample("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"}
+            PATH, data=payload("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"}
         )
     ).status == 200
     assert (
         await client.post(
-            PATH, data=sample("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"}
+            PATH, data=payload("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"}
         )
     ).status == 401
 
 
 async def test_ip_allowlist_is_403_before_credentials(gateway: GatewayClient) -> None:
     client = await gateway(auth={"bearer": [TOKEN], "allow_ips": ["203.0.113.0/24"]})
-    response = await client.post(PATH, data=sample("Finished Journey"), headers={})
+    response = await client.post(PATH, data=payload("Finished Journey"), headers={})
     assert response.status == 403
     spoofed = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
     )
     assert spoofed.status == 403
 
@@ -228,7 +229,7 @@ async def test_trusted_proxy_forwarded_for_passes_allowlist(gateway: GatewayClie
         }
     )
     response = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
     )
     assert response.status == 200
 
@@ -258,7 +259,7 @@ async def test_locked_database_answers_503_then_recovers(
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
-        response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+        response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
         assert response.status == 503
         answer = await response.json()
         assert answer["error"] == "store_unavailable"
@@ -266,7 +267,7 @@ async def test_locked_database_answers_503_then_recovers(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert response.status == 200
     assert (await response.json())["status"] == "accepted"  # the 503'd attempt left nothing behind
     assert stored(tmp_path) == 1
@@ -293,7 +294,7 @@ async def test_full_store_answers_503_never_200(gateway: GatewayClient, tmp_path
 async def test_read_only_database_answers_503(gateway: GatewayClient, tmp_path: Path) -> None:
     client = await gateway()
     (tmp_path / "gateway.db").chmod(0o444)
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert response.status == 503
 
 

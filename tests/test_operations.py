@@ -11,19 +11,11 @@ from typing import Any
 import yaml
 
 from gateway import idwise
-from tests.helpers import (
-    AUTH,
-    TOKEN,
-    base_config,
-    gateway_process,
-    get,
-    post,
-    run_cli,
-    sample,
-    sqlite_rows,
-    wait_until,
-    write_config,
-)
+from tests.support.config import AUTH, TOKEN, base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post, run_cli
+from tests.support.store import sql_rows
+from tests.support.waiting import wait_until
 
 
 def unique(event_type: str, event_id: str, **body: Any) -> bytes:
@@ -46,9 +38,9 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 def deliveries_to(db: Path, destination: str) -> int:
-    return sqlite_rows(db, "SELECT count(*) FROM deliveries WHERE destination = ?", (destination,))[
+    return sql_rows(db, "SELECT count(*) FROM deliveries WHERE destination = ?", (destination,))[0][
         0
-    ][0]
+    ]
 
 
 def metric(admin: str, name: str, headers: dict[str, str] | None = None) -> float | None:
@@ -199,7 +191,7 @@ def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         assert results and set(results) == {200}
-        stored = sqlite_rows(tmp_path / "gateway.db", "SELECT count(*) FROM events")[0][0]
+        stored = sql_rows(tmp_path / "gateway.db", "SELECT count(*) FROM events")[0][0]
         assert stored == len(results)
         reloads = gateway.logged("config reloaded")
         assert 1 <= len(reloads) < 100  # the storm collapsed
@@ -265,9 +257,9 @@ def test_draining_gateway_answers_503_and_not_ready(tmp_path: Path) -> None:
         assert answer["error"] == "shutting_down"
         assert get(gateway.base + "/readyz")[0] == 503
         assert gateway.wait(timeout=15) == 0
-    stored = {r[0] for r in sqlite_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")}
+    stored = {r[0] for r in sql_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")}
     assert stored == {"drain-1"}
-    assert sqlite_rows(tmp_path / "gateway.db", "SELECT status FROM deliveries")[0][0] == "pending"
+    assert sql_rows(tmp_path / "gateway.db", "SELECT status FROM deliveries")[0][0] == "pending"
 
 
 def test_metrics_endpoint_content(tmp_path: Path) -> None:
@@ -281,10 +273,10 @@ def test_metrics_endpoint_content(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
         assert post(gateway.url, b"[]")[0] == 400
-        assert post(gateway.url, sample("Finished Journey"), headers={})[0] == 401
+        assert post(gateway.url, payload("Finished Journey"), headers={})[0] == 401
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
         status, body = get(gateway.admin + "/metrics")
         text = body.decode()
@@ -340,13 +332,13 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
         import base64
 
         basic = "Basic " + base64.b64encode(f"idwise:{secrets['basic']}".encode()).decode()
-        assert post(gateway.url, sample("Finished Journey"), {"Authorization": basic})[0] == 200
-        assert post(gateway.url, sample("Finished Step"), {"X-Key": secrets["header"]})[0] == 200
-        assert post(gateway.url, sample("AML Monitor Update"), AUTH)[0] == 200
+        assert post(gateway.url, payload("Finished Journey"), {"Authorization": basic})[0] == 200
+        assert post(gateway.url, payload("Finished Step"), {"X-Key": secrets["header"]})[0] == 200
+        assert post(gateway.url, payload("AML Monitor Update"), AUTH)[0] == 200
         assert (
             post(
                 gateway.url,
-                sample("Finished Spot Check"),
+                payload("Finished Spot Check"),
                 {"Authorization": "Bearer wrong-" + TOKEN},
             )[0]
             == 401
@@ -363,7 +355,7 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
     assert "delivery attempt" in logs
     for name, value in secrets.items():
         assert value not in logs, f"{name} secret leaked into logs"
-    headers = sqlite_rows(tmp_path / "gateway.db", "SELECT headers FROM events")
+    headers = sql_rows(tmp_path / "gateway.db", "SELECT headers FROM events")
     for (stored,) in headers:
         for value in secrets.values():
             assert value not in stored
@@ -416,9 +408,9 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     removed = asyncio.run(scenario())
     assert removed == 1200
-    left = {r[0] for r in sqlite_rows(db, "SELECT dedupe_key FROM events")}
+    left = {r[0] for r in sql_rows(db, "SELECT dedupe_key FROM events")}
     assert left == {"fresh", "old-pending"}
-    assert sqlite_rows(db, "SELECT count(*) FROM deliveries")[0][0] == 1
+    assert sql_rows(db, "SELECT count(*) FROM deliveries")[0][0] == 1
 
 
 def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: Path) -> None:
@@ -450,7 +442,7 @@ def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: 
         gateway.signal(signal.SIGHUP)
         wait_until(lambda: bool(gateway.logged("config reloaded")))
         time.sleep(1.5)
-        status = sqlite_rows(db, "SELECT status FROM deliveries WHERE destination = 'gone'")
+        status = sql_rows(db, "SELECT status FROM deliveries WHERE destination = 'gone'")
         assert status == [("pending",)]  # kept and visible, not dead, not dropped
         listed = run_cli("deliveries", "list", "-c", str(path), "--json", "--destination", "gone")
         assert [row["status"] for row in json.loads(listed.stdout)] == ["pending"]

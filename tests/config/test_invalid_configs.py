@@ -20,8 +20,7 @@ import pytest
 
 from gateway.config.load import check_config, load_config
 from gateway.errors import ConfigError, Problem
-from tests.config.fast_cli import CliServer
-from tests.helpers import run_cli
+from tests.support.process import CliServer, run_cli
 
 HERE = Path(__file__).resolve().parent
 INVALID = HERE / "invalid"
@@ -93,7 +92,7 @@ def test_load_config_raises_with_every_problem(case: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cli_results(cli: CliServer) -> dict[str, subprocess.CompletedProcess[str]]:
-    """`idwise-gateway check -c NAME` for every case (see fast_cli: one process per run)."""
+    """`idwise-gateway check -c NAME` for every case (see tests.support.process.CliServer: one process per run)."""
     return {case.name: cli.run("check", "-c", case.name, cwd=INVALID) for case in CASES}
 
 

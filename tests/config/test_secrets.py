@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway import idwise
-from tests.config.fast_cli import CliServer
-from tests.helpers import free_port, run_cli
+from tests.support.config import free_port
+from tests.support.process import CliServer, run_cli
 
 ENV_SECRETS = {
     "IDWG_SEC_ADMIN": "EnvAdminTok1aQ",

@@ -23,9 +23,10 @@ from gateway.events import parse_event
 from gateway.retry import Backoff, Decision, DeliveryPolicy, backoff_delay, decide
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
-from tests.delivery.conftest import MakeSink
-from tests.delivery.support import payload
-from tests.helpers import base_config, sqlite_rows, write_config
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.sinks import MakeSink
+from tests.support.store import sql_rows
 
 PRODUCTION = Backoff(initial=5.0, max=3600.0, multiplier=2.0, jitter=0.2)
 
@@ -237,7 +238,7 @@ async def simulate(
                 clock=clock,
                 rand=lambda: rand,
             )
-            event = parse_event(payload("sim-1"))
+            event = parse_event(payload(event_id="sim-1"))
             await store.accept(event, [("svc", "all")], ["all"], None, {}, received_at=clock.now)
             for _ in range(100):
                 due = await store.due("svc", clock.now, 10, True)
@@ -259,14 +260,14 @@ async def simulate(
 
 
 def final_row(db: Path) -> tuple[Any, ...]:
-    (row,) = sqlite_rows(db, "SELECT status, attempts, reason FROM deliveries")
+    (row,) = sql_rows(db, "SELECT status, attempts, reason FROM deliveries")
     return row
 
 
 async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     delivery = {
         "max_attempts": 12,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -277,14 +278,14 @@ async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
     assert delays == pytest.approx(expected)
     assert len(sink.received) == 12
     assert final_row(db) == ("dead", 12, "max_attempts (http_5xx)")
-    outcomes = [r[0] for r in sqlite_rows(db, "SELECT outcome FROM attempts ORDER BY number")]
+    outcomes = [r[0] for r in sql_rows(db, "SELECT outcome FROM attempts ORDER BY number")]
     assert outcomes == ["retry"] * 11 + ["dead"]
 
 
 async def test_long_schedule_dies_of_max_age_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     delivery = {
         "max_attempts": 100,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -310,13 +311,13 @@ async def test_long_schedule_dies_of_max_age_on_a_fake_clock(
     ],
 )
 async def test_retry_after_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink, answer: Any, expected_delay: float
+    tmp_path: Path, make_sink: MakeSink, answer: Any, expected_delay: float
 ) -> None:
     start = 1_700_000_000.0
     if answer == "http-date":
         when = email.utils.formatdate(start + 900, usegmt=True)
         answer = (503, {"Retry-After": when}, "busy")
-    sink = await scripted(responses=[answer], default=200)
+    sink = await make_sink(responses=[answer], default=200)
     delivery = {
         "max_attempts": 12,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -327,9 +328,9 @@ async def test_retry_after_on_a_fake_clock(
 
 
 async def test_zero_initial_backoff_attempt_still_records(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     config = load_config(
         write_config(
             tmp_path,
@@ -349,7 +350,7 @@ async def test_zero_initial_backoff_attempt_still_records(
             default_policy=lambda: config.delivery,
             session=session,
         )
-        job = DueDelivery(1, 1, "svc", 1024, time.time(), payload("zero-1"), "all")
+        job = DueDelivery(1, 1, "svc", 1024, time.time(), payload(event_id="zero-1"), "all")
         record = await engine.attempt(config.destinations["svc"], job)
     assert len(sink.received) == 1
     assert (record.number, record.outcome, record.reason) == (1025, "retry", "http_5xx")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import base_config, gateway_process, get, post, sample, write_config
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -35,7 +37,7 @@ def live_scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
         rules=[{"name": "all", "to": ["audit"]}],
     )
     with gateway_process(write_config(tmp_path, config)) as gateway:
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
         status, body = get(gateway.admin + "/metrics")
         assert status == 200
         yield Scrape(body.decode())

@@ -14,13 +14,14 @@ import pytest
 from gateway.destinations import REGISTRY
 from gateway.destinations.base import Destination, Sent
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Certificates, Harness
-from tests.destinations.servers import Recorder, RefuseData, StallData
-from tests.helpers import sample
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.smtp import Recorder, RefuseData, StallData
+from tests.support.tls import Certificates
 
 pytestmark = pytest.mark.timeout(15)
 
-RAW = sample("Finished Journey")
+RAW = payload("Finished Journey")
 REFERENCE = b"8400193726523"  # in every rendering of RAW: default Slack text, mail, bytes
 TIMEOUT = 0.4
 KINDS = ["slack", "http", "email", "script"]
@@ -44,7 +45,7 @@ async def slack(harness: Harness, certificates: Certificates, outcome: str) -> S
         {"type": "slack", "url": server.url}, delivery={"timeout": TIMEOUT}
     )
     return Scenario(
-        destination, lambda: [r.raw for r in server.received], lambda: len(server.received)
+        destination, lambda: [r.body for r in server.received], lambda: len(server.received)
     )
 
 

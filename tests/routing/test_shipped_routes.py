@@ -33,8 +33,8 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
-from tests.config.fast_cli import CliServer
-from tests.helpers import ROOT, run_cli
+from tests.support.config import ROOT
+from tests.support.process import CliServer, run_cli
 
 AUDIT = "audit-log"
 SLACK = "compliance-slack"

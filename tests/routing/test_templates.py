@@ -18,7 +18,7 @@ from gateway.destinations.email import DEFAULT_SUBJECT, DEFAULT_TEXT
 from gateway.destinations.slack import escape_mrkdwn
 from gateway.events import parse_event
 from gateway.render import TemplateError, compile_template, compile_text, render, render_text
-from tests.helpers import ROOT, base_config, write_config
+from tests.support.config import ROOT, base_config, write_config
 
 DOC = {
     "event": "AML Monitor Update",
