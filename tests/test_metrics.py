@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +17,8 @@ from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, get, post
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 P = "idwise_gateway_"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

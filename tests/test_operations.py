@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from gateway import idwise
@@ -16,6 +17,8 @@ from tests.support.payloads import payload
 from tests.support.process import gateway_process, get, post, run_cli
 from tests.support.store import sql_rows
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 
 def unique(event_type: str, event_id: str, **body: Any) -> bytes:

@@ -5,11 +5,15 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway import idwise
 from tests.support.config import AUTH, base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, post, run_cli
 from tests.support.store import sql_rows
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:

@@ -192,6 +192,7 @@ def test_unknown_key_suggestion_lists_the_allowed_keys() -> None:
     assert "allowed here:" in typo.message and "sign" in typo.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["typo_nested_key.yaml", "yaml_syntax_error.yaml"])
 def test_console_script_from_a_cold_start(name: str) -> None:
     """The same through `python -m gateway` started from scratch (not the fork server)."""
@@ -201,6 +202,7 @@ def test_console_script_from_a_cold_start(name: str) -> None:
         assert f"{INVALID / name}:{item.line}: {item.printed_path}: {item.text}" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_missing_config_file_is_one_problem_not_a_crash(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

@@ -70,6 +70,7 @@ async def test_500_503_200_is_delivered_exactly_once(
     assert {r.headers["Idempotency-Key"] for r in sink.received} == {"retry-1"}
 
 
+@pytest.mark.slow
 async def test_400_is_dead_after_one_attempt_and_listed_as_dead(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
@@ -405,6 +406,7 @@ async def test_an_outcome_the_store_cannot_take_is_kept_not_resent(
 
 
 # ------------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
 async def test_deliveries_show_accepts_json_flag_with_attempt_history(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:

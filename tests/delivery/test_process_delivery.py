@@ -11,12 +11,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayProcess, post, run_cli
 from tests.support.sinks import MakeSink
 from tests.support.store import attempts, sql_rows, wait_status
 from tests.support.waiting import async_wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 
 def http(url: str, **delivery: Any) -> dict[str, Any]:

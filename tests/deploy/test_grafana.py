@@ -55,6 +55,7 @@ def test_dashboard_is_valid_json_with_unique_panel_ids(path: Path) -> None:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_query_selects_exported_metrics(path: Path, live_scrape: Scrape) -> None:
     dashboard = json.loads(path.read_text())

@@ -236,6 +236,7 @@ ENV = {
 }
 
 
+@pytest.mark.slow
 def test_the_mounted_config_passes_check(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(materialise(tmp_path, SECRETS)), env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -243,6 +244,7 @@ def test_the_mounted_config_passes_check(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_rotated_secret_file_applies_on_reload_without_restart(tmp_path: Path) -> None:
     path = materialise(tmp_path, SECRETS)
     # the pod's listeners are 0.0.0.0:8080/9091; give the test free loopback ports

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, Scrape
@@ -68,6 +69,7 @@ def test_every_alert_is_unit_tested_firing() -> None:
     assert fired == alerts
 
 
+@pytest.mark.slow
 def test_promtool_check_metrics_on_a_live_scrape(live_scrape: Scrape) -> None:
     result = promtool("check", "metrics", stdin=live_scrape.text)
     # promtool prints lint problems (e.g. a counter without _total) and exits non-zero
@@ -75,6 +77,7 @@ def test_promtool_check_metrics_on_a_live_scrape(live_scrape: Scrape) -> None:
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
 
 
+@pytest.mark.slow
 def test_rules_only_read_metrics_the_gateway_exports(live_scrape: Scrape) -> None:
     for rule in rules():
         names = metric_names(rule["expr"])

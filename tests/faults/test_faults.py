@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.config import base_config, free_port, write_config
@@ -27,6 +28,8 @@ from tests.support.process import GatewayProcess, post
 from tests.support.sinks import Sink, SinkLoop
 from tests.support.store import event_count, routes, sql_rows, stored_keys
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 REPLAY = [sys.executable, "-m", "gateway", "replay"]
 JOURNEY_TYPES = {"Finished Journey", "Updated Journey"}

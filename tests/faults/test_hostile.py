@@ -29,6 +29,8 @@ from tests.support.sinks import Sink, SinkLoop
 from tests.support.store import event_count, sql_rows, stored_keys
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # real gateway processes
+
 MAX_BODY = 1024 * 1024  # large enough that the 100k-level nesting files reach the parser
 MANIFEST = corpus_manifest()
 _ids = itertools.count()

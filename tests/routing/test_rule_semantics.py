@@ -361,6 +361,7 @@ def test_route_text_output_marks_matches(cli: CliServer, explained_config: Path)
     assert "destinations: a, c, fallback" in result.stdout
 
 
+@pytest.mark.slow
 def test_sample_piped_into_route(explained_config: Path) -> None:
     python = shlex.quote(sys.executable)
     command = (

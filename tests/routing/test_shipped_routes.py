@@ -448,6 +448,7 @@ def test_expect_ignores_order_and_spaces(cli: CliServer) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_route_from_a_file_and_from_a_cold_start(tmp_path: Any) -> None:
     path = tmp_path / "kyc.json"
     path.write_bytes(idwise.sample_bytes("KYC Renewal Deadline Exceeded"))
