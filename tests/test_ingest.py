@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway import idwise
+from gateway.web import lifecycle
 from tests.support.config import AUTH, TOKEN
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient
@@ -138,7 +139,7 @@ async def test_bad_bodies_get_a_json_4xx_and_nothing_is_stored(
 
 async def test_body_over_the_limit_is_413(gateway: GatewayClient, tmp_path: Path) -> None:
     client = await gateway(server={"max_body_bytes": 1024})
-    padded = sample_with_padding(2000)
+    padded = payload(padding="x" * 2000)
     response = await client.post(PATH, data=padded, headers=AUTH)
     assert response.status == 413
     assert (await response.json())["error"] == "too_large"
@@ -150,12 +151,6 @@ async def test_body_over_the_limit_is_413(gateway: GatewayClient, tmp_path: Path
     response = await client.post(PATH, data=chunks(), headers=AUTH)  # chunked, no Content-Length
     assert response.status == 413
     assert stored(tmp_path) == 0
-
-
-def sample_with_padding(size: int) -> bytes:
-    document = idwise.sample("Finished Journey")
-    document["body"]["padding"] = "x" * size
-    return json.dumps(document).encode()
 
 
 async def test_compressed_bodies_are_refused(gateway: GatewayClient) -> None:
@@ -299,10 +294,11 @@ async def test_read_only_database_answers_503(gateway: GatewayClient, tmp_path: 
 
 
 async def test_readiness_fails_while_the_store_cannot_be_written(
-    gateway: GatewayClient, tmp_path: Path
+    gateway: GatewayClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # every probe checks the store, instead of sleeping past the readiness cache
+    monkeypatch.setattr(lifecycle, "READY_CACHE", 0.0)
     client = await gateway()
-    await asyncio.sleep(1.1)  # past the readiness cache
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -313,5 +309,4 @@ async def test_readiness_fails_while_the_store_cannot_be_written(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    await asyncio.sleep(1.1)
     assert (await client.get("/readyz")).status == 200

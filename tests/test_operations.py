@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway import idwise
 from tests.support.config import AUTH, TOKEN, base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, get, post, run_cli
@@ -19,12 +18,6 @@ from tests.support.store import sql_rows
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # real gateway processes
-
-
-def unique(event_type: str, event_id: str, **body: Any) -> bytes:
-    document = idwise.sample(event_type)
-    document["body"].update(eventId=event_id, **body)
-    return json.dumps(document).encode()
 
 
 def script_destination(tmp_path: Path, name: str) -> dict[str, Any]:
@@ -66,12 +59,12 @@ def test_sighup_with_changed_rule_reroutes_new_events(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Journey", "before-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="before-1"))[0] == 200
         config["rules"] = [{"name": "to-b", "to": ["b"]}]
         write_config(tmp_path, config)
         gateway.signal(signal.SIGHUP)
         wait_until(lambda: gateway.logged("config reloaded"))
-        assert post(gateway.url, unique("Finished Journey", "after-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="after-1"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "b.out")) == 1)
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
         assert lines(tmp_path / "a.out")[0]["body"]["eventId"] == "before-1"
@@ -94,7 +87,7 @@ def test_invalid_config_on_sighup_keeps_the_old_one(tmp_path: Path) -> None:
         )
         errors = gateway.logged("config reload rejected")
         assert any("bogus_key" in e["problem"] and "config.yaml:" in e["problem"] for e in errors)
-        assert post(gateway.url, unique("Finished Journey", "still-routed"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="still-routed"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
 
 
@@ -160,7 +153,7 @@ def test_watch_reloads_when_rule_file_content_changes(tmp_path: Path) -> None:
         replacement.write_text(yaml.safe_dump({"rules": [{"name": "to-b", "to": ["b"]}]}))
         replacement.rename(rules_dir / "main.yaml")
         wait_until(lambda: gateway.logged("config reloaded"), timeout=10)
-        assert post(gateway.url, unique("Finished Journey", "watched"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="watched"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "b.out")) == 1)
 
 
@@ -178,7 +171,9 @@ def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
         def load(worker: int) -> None:
             i = 0
             while not stop.is_set():
-                status, _ = post(gateway.url, unique("Finished Step", f"storm-{worker}-{i}"))
+                status, _ = post(
+                    gateway.url, payload("Finished Step", event_id=f"storm-{worker}-{i}")
+                )
                 results.append(status)
                 i += 1
 
@@ -223,7 +218,10 @@ def test_sigterm_drains_and_restart_finishes_pending(tmp_path: Path) -> None:
     with gateway_process(path) as gateway:
         for i in range(12):
             assert (
-                post(gateway.url, unique("Finished Step", f"term-{i}", journeyId=f"j{i}"))[0] == 200
+                post(
+                    gateway.url, payload("Finished Step", event_id=f"term-{i}", journeyId=f"j{i}")
+                )[0]
+                == 200
             )
         time.sleep(0.2)  # the first attempt is in flight
         started = time.monotonic()
@@ -251,11 +249,11 @@ def test_draining_gateway_answers_503_and_not_ready(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Step", "drain-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Step", event_id="drain-1"))[0] == 200
         time.sleep(0.3)
         gateway.signal(signal.SIGTERM)
         time.sleep(0.3)
-        status, answer = post(gateway.url, unique("Finished Step", "drain-2"))
+        status, answer = post(gateway.url, payload("Finished Step", event_id="drain-2"))
         assert status == 503
         assert answer["error"] == "shutting_down"
         assert get(gateway.base + "/readyz")[0] == 503
@@ -382,17 +380,19 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
         await store.open()
         old = time.time() - 7200
         for i in range(1200):  # more than one batch
-            event = parse_event(unique("Finished Step", f"old-{i}"))
+            event = parse_event(payload("Finished Step", event_id=f"old-{i}"))
             await store.accept(
                 event, [("gone", "r")] if i == 0 else [], ["r"], None, {}, received_at=old
             )
-        await store.accept(parse_event(unique("Finished Step", "fresh")), [], [], None, {})
+        await store.accept(
+            parse_event(payload("Finished Step", event_id="fresh")), [], [], None, {}
+        )
         conn = sqlite3.connect(db)
         conn.execute("UPDATE deliveries SET status = 'delivered'")
         conn.commit()
         # one old event keeps a pending delivery: it must survive
         await store.accept(
-            parse_event(unique("Finished Step", "old-pending")),
+            parse_event(payload("Finished Step", event_id="old-pending")),
             [("gone", "r")],
             [],
             None,
@@ -437,7 +437,7 @@ def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: 
     path = write_config(tmp_path, config)
     db = tmp_path / "gateway.db"
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Journey", "orphan-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="orphan-1"))[0] == 200
         wait_until(lambda: len(gateway.logged("delivery attempt")) >= 1)
         # the destination disappears from the config
         removed = {**config, "destinations": {"a": config["destinations"]["a"]}, "rules": []}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import itertools
 import math
 import time
 from pathlib import Path
@@ -183,10 +182,50 @@ async def test_rate_limiter_spaces_concurrent_waiters_evenly() -> None:
 
     await asyncio.gather(*(one() for _ in range(6)))
     stamps.sort()
-    assert stamps[0] < 0.015
-    for earlier, later in itertools.pairwise(stamps):
-        assert later - earlier >= 0.015
+    # a timer never fires early, so the k-th send goes no sooner than k intervals in (gaps
+    # between two wake-ups are not guaranteed: a busy loop may wake a late one beside the next)
+    for k, stamp in enumerate(stamps):
+        assert stamp >= k * limiter.interval - 0.005, stamps
     assert stamps[-1] < 1.0
+
+
+async def test_rate_limiter_gives_concurrent_waiters_consecutive_slots() -> None:
+    """The same on an injected clock that stands still: each waiter sleeps exactly until its
+    own slot, one interval after the previous one's."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter((50.0, 1.0), clock=lambda: 100.0, sleep=sleep)
+    await asyncio.gather(*(limiter.wait() for _ in range(6)))
+    assert sorted(slept) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.10])  # the first: no wait
+
+
+async def test_rate_limiter_schedules_sends_exactly_one_interval_apart() -> None:
+    """The spacing itself, on an injected clock: no wall-clock tolerance to widen under load."""
+    now = [100.0]
+    started: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        assert seconds > 0
+        now[0] += seconds  # time passes only while someone waits
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter((5.0, 1.0), clock=lambda: now[0], sleep=sleep)
+
+    async def send() -> None:
+        await limiter.wait()
+        started.append(now[0])
+
+    for _ in range(5):  # one after the other, as one worker sends
+        await send()
+    assert started == pytest.approx([100.0, 100.2, 100.4, 100.6, 100.8])
+    now[0] += 10.0  # idle for a while: the next send goes at once, no burst is saved up
+    await send()
+    await send()
+    assert started[5:] == pytest.approx([110.8, 111.0])
 
 
 async def test_no_rate_limit_never_waits() -> None:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tests.support.config import AUTH, base_config, free_port, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient, run_cli
 from tests.support.sinks import MakeSink
-from tests.support.store import attempts, sql_rows, wait_status
+from tests.support.store import attempts, deliveries, delivery, sql_rows, wait_status
 from tests.support.waiting import async_wait_until
 
 
@@ -38,6 +37,15 @@ def http(url: str, **delivery: Any) -> dict[str, Any]:
 
 def to(*destinations: str) -> list[dict[str, Any]]:
     return [{"name": "all", "to": list(destinations)}]
+
+
+def planned_delay(db: Path) -> float:
+    """How long after its first attempt ended the engine scheduled the second (one delivery):
+    the decision itself, not how promptly a busy machine carried it out."""
+    (only,) = deliveries(db)
+    shown = delivery(db, only["id"])
+    first = shown["attempt_history"][0]
+    return float(shown["next_attempt_at"] - (first["started_at"] + first["duration"]))
 
 
 async def accept(client: Any, raw: bytes) -> None:
@@ -120,9 +128,11 @@ async def test_429_retry_after_delays_the_next_attempt(
     client = await gateway(destinations={"svc": http(sink.url, backoff=backoff)}, rules=to("svc"))
     await accept(client, payload(event_id="limited-1"))
     first, second = await sink.wait_for(2, timeout=5)
-    gap = second.at - first.at
-    assert 0.98 <= gap <= 2.5, gap  # not the 50 ms backoff: the server's 1 s floor
+    # not the 50 ms backoff: the server's 1 s floor (never sooner, however busy the machine)
+    assert second.at - first.at >= 0.98, second.at - first.at
     await wait_status(tmp_path / "gateway.db", "delivered", timeout=3)
+    # and no later than that floor: what the engine planned, read from the store
+    assert planned_delay(tmp_path / "gateway.db") == pytest.approx(1.0, abs=0.1)
     assert attempts(tmp_path / "gateway.db") == [
         (1, "retry", "http_429", 429),
         (2, "delivered", None, 200),
@@ -137,19 +147,23 @@ async def test_retry_after_is_capped_at_backoff_max(
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
     await accept(client, payload(event_id="capped-1"))
     first, second = await sink.wait_for(2, timeout=5)
-    assert 0.19 <= second.at - first.at <= 1.0
+    assert second.at - first.at >= 0.19, second.at - first.at
     await wait_status(tmp_path / "gateway.db", "delivered", timeout=3)
+    assert planned_delay(tmp_path / "gateway.db") == pytest.approx(0.2, abs=0.1)
 
 
 # ----------------------------------------------------------------------- timeouts, outages
 async def test_timeout_is_retried(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await make_sink(delay=0.8, default=200)
+    # the first request gets no answer until its attempt is recorded: only a timeout ends it
+    sink = await make_sink(hold=asyncio.Event(), default=200)
     client = await gateway(destinations={"svc": http(sink.url, timeout="300ms")}, rules=to("svc"))
+    db = tmp_path / "gateway.db"
     await accept(client, payload(event_id="slow-1"))
-    await sink.wait_for(1, timeout=5)
-    sink.delay = 0  # the next attempt gets a prompt answer
+    await async_wait_until(lambda: attempts(db), timeout=5, what="the first attempt")
+    assert sink.hold is not None
+    sink.hold.set()  # the next attempt gets a prompt answer
     await wait_status(tmp_path / "gateway.db", "delivered", timeout=5)
     assert attempts(tmp_path / "gateway.db") == [
         (1, "retry", "timeout", None),
@@ -158,7 +172,8 @@ async def test_timeout_is_retried(
     (duration,) = sql_rows(
         tmp_path / "gateway.db", "SELECT duration FROM attempts WHERE number = 1"
     )[0]
-    assert 0.25 <= duration < 0.75  # the destination's 300 ms, not the 2 s default
+    # the destination's 300 ms, not the config-wide 2 s (the sink answered only afterwards)
+    assert 0.25 <= duration < 2.0
     assert len(sink.received) == 2
 
 
@@ -268,23 +283,25 @@ async def test_each_destination_has_its_own_fate(
 async def test_slow_destination_does_not_delay_another(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    slow = await make_sink(delay=1.0, default=200)
+    # the slow destination answers nothing until the fast one has had all three
+    slow = await make_sink(hold=asyncio.Event(), delay=0.3, default=200)
     fast = await make_sink(default=200)
     client = await gateway(
         destinations={"slow": http(slow.url, concurrency=1), "fast": http(fast.url)},
         rules=to("slow", "fast"),
         delivery={"timeout": "5s"},
     )
-    started = time.time()
     for n in range(3):
         await accept(client, payload(event_id=f"lane-{n}", journey=f"J-{n}"))
     await fast.wait_for(3, timeout=5)
-    assert fast.received[-1].at - started < 0.8
     assert len(slow.received) <= 1  # one at a time, and the first is still being answered
+    assert slow.answers in ([], [None])  # so the fast lane never waited for the slow one
+    assert slow.hold is not None
+    slow.hold.set()
     await slow.wait_for(3, timeout=6)
-    gaps = [b.at - a.at for a, b in itertools.pairwise(slow.received)]
-    assert all(gap >= 0.95 for gap in gaps), gaps
     await wait_status(tmp_path / "gateway.db", "delivered", count=6, timeout=3)
+    # concurrency 1: each request came only once the one before it had been answered
+    assert slow.in_flight_on_arrival == [0, 0, 0]
 
 
 async def test_rate_limit_spaces_deliveries(
@@ -297,9 +314,12 @@ async def test_rate_limit_spaces_deliveries(
             client, payload(event_id=f"rate-{n}", journey=f"J-{n}")
         )  # different journeys: no ordering
     received = await sink.wait_for(5, timeout=5)
+    # the limiter's guarantee, which no load can break: never closer than 1/rate (less the
+    # arrival jitter of two local requests); its exact schedule is tested on an injected
+    # clock (test_backoff.py), and an upper bound here would only measure the machine
     gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
-    assert all(0.18 <= gap <= 0.6 for gap in gaps), gaps
-    assert 0.75 <= received[-1].at - received[0].at <= 1.6
+    assert all(gap >= 0.18 for gap in gaps), gaps
+    assert received[-1].at - received[0].at >= 0.75
     await wait_status(tmp_path / "gateway.db", "delivered", count=5, timeout=3)
 
 

@@ -36,7 +36,7 @@ class Scenario:
 
 
 async def slack(harness: Harness, certificates: Certificates, outcome: str) -> Scenario:
-    server = await harness.slack(delay=2.0 if outcome == "timeout" else 0.0)
+    server = await harness.slack(delay=5.0 if outcome == "timeout" else 0.0)
     if outcome == "retryable":
         server.answer(503, "service_unavailable")
     elif outcome == "permanent":
@@ -51,7 +51,11 @@ async def slack(harness: Harness, certificates: Certificates, outcome: str) -> S
 
 async def http(harness: Harness, certificates: Certificates, outcome: str) -> Scenario:
     responses = {"retryable": [503], "permanent": [422]}.get(outcome, [])
-    sink = await harness.sink(responses=responses, delay=1.0 if outcome == "timeout" else 0.0)
+    sink = await harness.sink(
+        responses=responses,
+        delay=5.0 if outcome == "timeout" else 0.0,
+        cancel_on_disconnect=True,  # the stalled answer ends when the client gives up
+    )
     destination = harness.destination(
         {"type": "http", "url": sink.url}, delivery={"timeout": TIMEOUT}
     )
@@ -139,5 +143,6 @@ async def test_destination_contract(
         assert isinstance(error, RetryableDeliveryError), repr(error)
     if outcome == "timeout":
         assert error.reason == "timeout"
-        # the configured timeout is honoured: not much earlier, not much later
-        assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 1.2
+        # the configured timeout is honoured: not earlier (a timer never fires early), and
+        # not the config-wide 2 s (every far side here stalls for longer than that)
+        assert TIMEOUT * 0.8 <= elapsed < 2.0, elapsed

@@ -34,6 +34,7 @@ from gateway.config.model import Config
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
 from tests.support.config import ROOT
+from tests.support.payloads import DROP, payload
 from tests.support.process import CliServer, run_cli
 
 AUDIT = "audit-log"
@@ -42,18 +43,6 @@ MAIL = "compliance-mail"
 ACTIVATE = "account-activation"
 NOTIFY = "customer-notify"
 COMPLIANCE = {SLACK, MAIL}
-
-DROP = object()  # remove the field from the sample
-
-
-def payload(event_type: str, **body: Any) -> bytes:
-    document = idwise.sample(event_type)
-    for key, value in body.items():
-        if value is DROP:
-            document["body"].pop(key, None)
-        else:
-            document["body"][key] = value
-    return json.dumps(document).encode()
 
 
 def sample_file(name: str) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any
 from gateway import idwise
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+DROP: Any = object()  # as a field's value: remove the field from the sample
 
 
 def payload(
@@ -20,7 +21,7 @@ def payload(
     **body: Any,
 ) -> bytes:
     """The sample of `event_type`: its exact shipped bytes when nothing is overridden, else
-    re-encoded with `body` fields (and eventId / journeyId) replaced."""
+    re-encoded with `body` fields (and eventId / journeyId) replaced, or removed (`DROP`)."""
     if event_id is not None:
         body["eventId"] = event_id
     if journey is not None:
@@ -28,7 +29,11 @@ def payload(
     if not body:
         return idwise.sample_bytes(event_type)
     document = idwise.sample(event_type)
-    document["body"].update(body)
+    for key, value in body.items():
+        if value is DROP:
+            document["body"].pop(key, None)
+        else:
+            document["body"][key] = value
     return json.dumps(document).encode()
 
 

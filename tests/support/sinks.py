@@ -61,6 +61,7 @@ class Sink:
     hold: asyncio.Event | None = None  # when set to an Event: answer only once it is set
     answers: list[int | None] = field(default_factory=list)
     answered: list[tuple[Received, int]] = field(default_factory=list)
+    in_flight_on_arrival: list[int] = field(default_factory=list)  # unanswered, as each came
     # cancel a handler whose client went away (a stand-in that may be stopped mid-answer)
     cancel_on_disconnect: bool = False
     runner: web.AppRunner | None = None
@@ -77,6 +78,7 @@ class Sink:
         body = await request.read()
         received = Received(request.path, dict(request.headers), body, time.time())
         index = len(self.received)
+        self.in_flight_on_arrival.append(self.answers.count(None))
         self.received.append(received)
         self.answers.append(None)
         self.arrived.set()
