@@ -14,16 +14,14 @@ from gateway.web import lifecycle
 from tests.support.config import AUTH, TOKEN
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient
+from tests.support.store import deliveries, event, event_count, events, raw_event
 
 PATH = "/webhooks/idwise"
 
 
-def stored(tmp_path: Path, sql: str = "SELECT count(*) FROM events") -> Any:
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
+def stored(tmp_path: Path) -> int:
+    """How many events the gateway's store holds."""
+    return event_count(tmp_path / "gateway.db")
 
 
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)
@@ -36,18 +34,16 @@ async def test_every_sample_is_accepted_and_stored_verbatim(
     assert response.status == 200
     answer = await response.json()
     assert answer["status"] == "accepted"
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    row = conn.execute(
-        "SELECT raw, event_type, dedupe_key, journey_key, source_ip, headers FROM events"
-    ).fetchone()
-    conn.close()
-    assert row[0] == raw
-    assert row[1] == event_type
-    assert row[2] == answer["eventId"]
-    assert row[3]
-    assert row[4] == "127.0.0.1"
-    assert TOKEN not in row[5]
-    assert json.loads(row[5])["Authorization"] == "Bearer ****"
+    db = tmp_path / "gateway.db"
+    (listed,) = events(db)
+    shown = event(db, listed["dedupe_key"])
+    assert raw_event(db, listed["dedupe_key"]) == raw
+    assert shown["event_type"] == event_type
+    assert shown["dedupe_key"] == answer["eventId"]
+    assert shown["journey_key"]
+    assert shown["source_ip"] == "127.0.0.1"
+    assert TOKEN not in json.dumps(shown["headers"])
+    assert shown["headers"]["Authorization"] == "Bearer ****"
 
 
 async def test_edge_payload_with_unknown_fields_is_accepted(gateway: GatewayClient) -> None:
@@ -80,7 +76,7 @@ async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(
         "eventId": "f57e0b0b-24ba-4702-838b-05ed5c88d5b6",
     }
     assert stored(tmp_path) == 1
-    assert stored(tmp_path, "SELECT count(*) FROM deliveries") == 1
+    assert len(deliveries(tmp_path / "gateway.db")) == 1
 
 
 async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(
@@ -251,6 +247,7 @@ async def test_locked_database_answers_503_then_recovers(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
+    # the fault itself: another connection holds the write lock (raw SQL on purpose)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -299,6 +296,7 @@ async def test_readiness_fails_while_the_store_cannot_be_written(
     # every probe checks the store, instead of sleeping past the readiness cache
     monkeypatch.setattr(lifecycle, "READY_CACHE", 0.0)
     client = await gateway()
+    # the fault itself: another connection holds the write lock (raw SQL on purpose)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:

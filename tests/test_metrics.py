@@ -135,6 +135,7 @@ def test_store_writable_follows_the_store(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     with gateway_process(write_config(tmp_path, config)) as gateway:
         assert value(scrape(gateway.admin)[0], "store_writable") == 1
+        # the fault itself: another connection holds the write lock (raw SQL on purpose)
         blocker = sqlite3.connect(tmp_path / "gateway.db", timeout=5, isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 from tests.support.config import AUTH, TOKEN, base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, get, post, run_cli
-from tests.support.store import sql_rows
+from tests.support.store import deliveries, event, event_count, stored_keys
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # real gateway processes
@@ -34,9 +33,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 def deliveries_to(db: Path, destination: str) -> int:
-    return sql_rows(db, "SELECT count(*) FROM deliveries WHERE destination = ?", (destination,))[0][
-        0
-    ]
+    return len(deliveries(db, destination=destination))
 
 
 def metric(admin: str, name: str, headers: dict[str, str] | None = None) -> float | None:
@@ -189,8 +186,7 @@ def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         assert results and set(results) == {200}
-        stored = sql_rows(tmp_path / "gateway.db", "SELECT count(*) FROM events")[0][0]
-        assert stored == len(results)
+        assert event_count(tmp_path / "gateway.db") == len(results)
         reloads = gateway.logged("config reloaded")
         assert 1 <= len(reloads) < 100  # the storm collapsed
 
@@ -258,9 +254,8 @@ def test_draining_gateway_answers_503_and_not_ready(tmp_path: Path) -> None:
         assert answer["error"] == "shutting_down"
         assert get(gateway.base + "/readyz")[0] == 503
         assert gateway.wait(timeout=15) == 0
-    stored = {r[0] for r in sql_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")}
-    assert stored == {"drain-1"}
-    assert sql_rows(tmp_path / "gateway.db", "SELECT status FROM deliveries")[0][0] == "pending"
+    assert stored_keys(tmp_path / "gateway.db") == {"drain-1"}
+    assert deliveries(tmp_path / "gateway.db")[0]["status"] == "pending"
 
 
 def test_metrics_endpoint_content(tmp_path: Path) -> None:
@@ -356,8 +351,9 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
     assert "delivery attempt" in logs
     for name, value in secrets.items():
         assert value not in logs, f"{name} secret leaked into logs"
-    headers = sql_rows(tmp_path / "gateway.db", "SELECT headers FROM events")
-    for (stored,) in headers:
+    db = tmp_path / "gateway.db"
+    for key in stored_keys(db):
+        stored = json.dumps(event(db, key)["headers"])
         for value in secrets.values():
             assert value not in stored
 
@@ -374,22 +370,25 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     async def scenario() -> int:
         from gateway.events import parse_event
+        from gateway.store import AttemptRecord
         from gateway.store.sqlite import SqliteStore
 
         store = SqliteStore(db)
         await store.open()
         old = time.time() - 7200
+        finished = []
         for i in range(1200):  # more than one batch
-            event = parse_event(payload("Finished Step", event_id=f"old-{i}"))
-            await store.accept(
-                event, [("gone", "r")] if i == 0 else [], ["r"], None, {}, received_at=old
+            old_event = parse_event(payload("Finished Step", event_id=f"old-{i}"))
+            accepted = await store.accept(
+                old_event, [("gone", "r")] if i == 0 else [], ["r"], None, {}, received_at=old
             )
+            finished += accepted.delivery_ids
         await store.accept(
             parse_event(payload("Finished Step", event_id="fresh")), [], [], None, {}
         )
-        conn = sqlite3.connect(db)
-        conn.execute("UPDATE deliveries SET status = 'delivered'")
-        conn.commit()
+        await store.record(
+            [AttemptRecord(d, 1, old, 0.0, "delivered", status_code=200) for d in finished]
+        )
         # one old event keeps a pending delivery: it must survive
         await store.accept(
             parse_event(payload("Finished Step", event_id="old-pending")),
@@ -399,7 +398,6 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
             {},
             received_at=old,
         )
-        conn.close()
         await store.close()
         retention = load_config(path).storage.retention
         store = SqliteStore(db)
@@ -411,9 +409,8 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     removed = asyncio.run(scenario())
     assert removed == 1200
-    left = {r[0] for r in sql_rows(db, "SELECT dedupe_key FROM events")}
-    assert left == {"fresh", "old-pending"}
-    assert sql_rows(db, "SELECT count(*) FROM deliveries")[0][0] == 1
+    assert stored_keys(db) == {"fresh", "old-pending"}
+    assert len(deliveries(db)) == 1
 
 
 def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: Path) -> None:
@@ -445,8 +442,8 @@ def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: 
         gateway.signal(signal.SIGHUP)
         wait_until(lambda: bool(gateway.logged("config reloaded")))
         time.sleep(1.5)
-        status = sql_rows(db, "SELECT status FROM deliveries WHERE destination = 'gone'")
-        assert status == [("pending",)]  # kept and visible, not dead, not dropped
+        status = [d["status"] for d in deliveries(db, destination="gone")]
+        assert status == ["pending"]  # kept and visible, not dead, not dropped
         listed = run_cli("deliveries", "list", "-c", str(path), "--json", "--destination", "gone")
         assert [row["status"] for row in json.loads(listed.stdout)] == ["pending"]
         # it comes back, healthy this time: the queued delivery resumes

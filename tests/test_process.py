@@ -11,7 +11,7 @@ from gateway import idwise
 from tests.support.config import AUTH, base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, post, run_cli
-from tests.support.store import sql_rows
+from tests.support.store import stored_keys
 
 pytestmark = pytest.mark.slow  # real gateway processes
 
@@ -48,9 +48,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
             thread.join()
 
     with gateway_process(config) as restarted:
-        stored = {
-            row[0] for row in sql_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")
-        }
+        stored = stored_keys(tmp_path / "gateway.db")
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged events lost"
         # and the restarted gateway still answers duplicates for them

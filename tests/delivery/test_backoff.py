@@ -25,7 +25,7 @@ from gateway.store.sqlite import SqliteStore
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.sinks import MakeSink
-from tests.support.store import sql_rows
+from tests.support.store import attempts, deliveries
 
 PRODUCTION = Backoff(initial=5.0, max=3600.0, multiplier=2.0, jitter=0.2)
 
@@ -299,8 +299,8 @@ async def simulate(
 
 
 def final_row(db: Path) -> tuple[Any, ...]:
-    (row,) = sql_rows(db, "SELECT status, attempts, reason FROM deliveries")
-    return row
+    (row,) = deliveries(db)
+    return row["status"], row["attempts"], row["reason"]
 
 
 async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
@@ -317,7 +317,7 @@ async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
     assert delays == pytest.approx(expected)
     assert len(sink.received) == 12
     assert final_row(db) == ("dead", 12, "max_attempts (http_5xx)")
-    outcomes = [r[0] for r in sql_rows(db, "SELECT outcome FROM attempts ORDER BY number")]
+    outcomes = [outcome for _, outcome, _, _ in attempts(db)]
     assert outcomes == ["retry"] * 11 + ["dead"]
 
 

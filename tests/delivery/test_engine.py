@@ -24,7 +24,13 @@ from tests.support.config import AUTH, base_config, free_port, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient, run_cli
 from tests.support.sinks import MakeSink
-from tests.support.store import attempts, deliveries, delivery, sql_rows, wait_status
+from tests.support.store import (
+    attempt_history,
+    attempts,
+    deliveries,
+    delivery,
+    wait_status,
+)
 from tests.support.waiting import async_wait_until
 
 
@@ -68,9 +74,9 @@ async def test_500_503_200_is_delivered_exactly_once(
         (2, "retry", "http_5xx", 503),
         (3, "delivered", None, 200),
     ]
-    assert sql_rows(tmp_path / "gateway.db", "SELECT status, attempts, reason FROM deliveries") == [
-        ("delivered", 3, None)
-    ]
+    assert [
+        (d["status"], d["attempts"], d["reason"]) for d in deliveries(tmp_path / "gateway.db")
+    ] == [("delivered", 3, None)]
     await sink.stays(3, 0.5)  # longer than backoff.max: nothing more is sent
     assert sink.answers == [500, 503, 200]
     # every attempt carries the original bytes and the same idempotency key
@@ -113,7 +119,7 @@ async def test_always_failing_destination_dies_of_max_attempts(
     client = await gateway(destinations={"svc": http(sink.url, max_attempts=3)}, rules=to("svc"))
     await accept(client, payload(event_id="tired-1"))
     await wait_status(tmp_path / "gateway.db", "dead", timeout=5)
-    assert sql_rows(tmp_path / "gateway.db", "SELECT attempts, reason FROM deliveries") == [
+    assert [(d["attempts"], d["reason"]) for d in deliveries(tmp_path / "gateway.db")] == [
         (3, "max_attempts (http_5xx)")
     ]
     await sink.stays(3, 0.4)
@@ -169,9 +175,7 @@ async def test_timeout_is_retried(
         (1, "retry", "timeout", None),
         (2, "delivered", None, 200),
     ]
-    (duration,) = sql_rows(
-        tmp_path / "gateway.db", "SELECT duration FROM attempts WHERE number = 1"
-    )[0]
+    duration = attempt_history(tmp_path / "gateway.db")[0]["duration"]
     # the destination's 300 ms, not the config-wide 2 s (the sink answered only afterwards)
     assert 0.25 <= duration < 2.0
     assert len(sink.received) == 2
@@ -189,7 +193,7 @@ async def test_destination_down_then_up_is_delivered(
     await accept(client, payload(event_id="outage-1"))
     await async_wait_until(lambda: len(attempts(db)) >= 5, timeout=5, what="5 refused attempts")
     assert {a[1:] for a in attempts(db)} == {("retry", "connection", None)}
-    assert sql_rows(db, "SELECT status FROM deliveries") == [("pending",)]
+    assert [d["status"] for d in deliveries(db)] == ["pending"]
     sink = await make_sink(port=port, default=200)
     await wait_status(db, "delivered", timeout=5)
     history = attempts(db)
@@ -270,9 +274,7 @@ async def test_each_destination_has_its_own_fate(
     await wait_status(db, "delivered", destination="good", timeout=5)
     await good.stays(1, 0.5)
     assert len(bad.received) == bad_requests
-    assert sql_rows(
-        db, "SELECT destination, status, reason FROM deliveries ORDER BY destination"
-    ) == [
+    assert sorted((d["destination"], d["status"], d["reason"]) for d in deliveries(db)) == [
         ("bad", final, reason),
         ("good", "delivered", None),
     ]
@@ -382,9 +384,7 @@ async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
         await asyncio.sleep(0.1)
         engine.wake()
         await async_wait_until(
-            lambda: (
-                sql_rows(tmp_path / "slow.db", "SELECT status FROM deliveries") == [("delivered",)]
-            ),
+            lambda: [d["status"] for d in deliveries(tmp_path / "slow.db")] == ["delivered"],
             timeout=5,
         )
         await sink.stays(1, 0.8)
@@ -416,9 +416,7 @@ async def test_an_outcome_the_store_cannot_take_is_kept_not_resent(
         engine.wake()
         await sink.wait_for(1, timeout=5)
         await async_wait_until(
-            lambda: (
-                sql_rows(tmp_path / "flaky.db", "SELECT status FROM deliveries") == [("delivered",)]
-            ),
+            lambda: [d["status"] for d in deliveries(tmp_path / "flaky.db")] == ["delivered"],
             timeout=10,
         )
         await sink.stays(1, 0.5)  # sent once, although recording it failed 3 times
@@ -434,7 +432,7 @@ async def test_deliveries_show_accepts_json_flag_with_attempt_history(
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
     await accept(client, payload(event_id="shown-1"))
     await wait_status(tmp_path / "gateway.db", "delivered", timeout=5)
-    (delivery_id,) = sql_rows(tmp_path / "gateway.db", "SELECT id FROM deliveries")[0]
+    delivery_id = deliveries(tmp_path / "gateway.db")[0]["id"]
     shown = await asyncio.to_thread(
         run_cli,
         "deliveries",

@@ -17,7 +17,7 @@ from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayProcess, post, run_cli
 from tests.support.sinks import MakeSink
-from tests.support.store import attempts, sql_rows, wait_status
+from tests.support.store import attempts, deliveries, status_counts, statuses, wait_status
 from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.slow  # real gateway processes
@@ -77,9 +77,7 @@ async def test_kill_9_with_a_backlog_then_restart_delivers_everything(
             await send(first, payload(event_id=event_id, journey=journey))
 
         def all_attempted() -> bool:
-            return bool(
-                sql_rows(db, "SELECT count(*) FROM deliveries WHERE attempts >= 1")[0][0] == 4
-            )
+            return sum(d["attempts"] >= 1 for d in deliveries(db)) == 4
 
         # with ordering, the head of each of the 4 journeys is the one being retried
         await async_wait_until(all_attempted, timeout=10, what="every journey's head attempted")
@@ -87,9 +85,7 @@ async def test_kill_9_with_a_backlog_then_restart_delivers_everything(
         assert await asyncio.to_thread(first.wait, 10) == -signal.SIGKILL
     finally:
         await asyncio.to_thread(first.stop)
-    assert sql_rows(db, "SELECT status, count(*) FROM deliveries GROUP BY status") == [
-        ("pending", 20)
-    ]
+    assert status_counts(db) == {"pending": 20}
     assert sink.accepted_ids() == []
 
     sink.default = 200  # the destination is back
@@ -130,7 +126,7 @@ async def test_replay_dead_requeues_into_the_running_gateway(
         replayed = await cli("replay", "-c", cfg, "--dead", "--destination", "a")
         assert "re-queued 1 " in replayed.stdout
         await wait_status(db, "delivered", destination="a", timeout=5)
-        assert dict(sql_rows(db, "SELECT destination, status FROM deliveries")) == {
+        assert statuses(db) == {
             "a": "delivered",
             "b": "dead",
         }
@@ -145,7 +141,7 @@ async def test_replay_dead_requeues_into_the_running_gateway(
         assert a.answers == [400, 200]
         assert b.answers == [503, 503, 503, 200]
 
-        (delivery_id,) = sql_rows(db, "SELECT id FROM deliveries WHERE destination = 'a'")[0]
+        delivery_id = deliveries(db, destination="a")[0]["id"]
         shown = json.loads((await cli("deliveries", "show", "-c", cfg, str(delivery_id))).stdout)
         assert shown["status"] == "delivered"
         history = shown["attempt_history"]
@@ -176,8 +172,9 @@ async def test_replay_of_a_pending_delivery_makes_it_due_without_duplicating(
     async with serving(config) as gateway:
         await send(gateway, payload(event_id="pending-1"))
         await async_wait_until(lambda: len(attempts(db)) == 1, timeout=5, what="first attempt")
-        assert sql_rows(db, "SELECT status, attempts FROM deliveries") == [("pending", 1)]
-        (delivery_id,) = sql_rows(db, "SELECT id FROM deliveries")[0]
+        (only,) = deliveries(db)
+        assert (only["status"], only["attempts"]) == ("pending", 1)
+        delivery_id = only["id"]
         release = sink.hold = asyncio.Event()  # the next attempt stays on the wire
 
         replayed = await cli("replay", "-c", cfg, "--delivery", str(delivery_id))
@@ -186,7 +183,7 @@ async def test_replay_of_a_pending_delivery_makes_it_due_without_duplicating(
         await sink.wait_for(2, timeout=3)
         # replayed again while that attempt is in flight: still pending, so it must only be
         # made due, never sent a second time beside the attempt in progress
-        assert sql_rows(db, "SELECT status FROM deliveries") == [("pending",)]
+        assert [d["status"] for d in deliveries(db)] == ["pending"]
         replayed = await cli("replay", "-c", cfg, "--delivery", str(delivery_id))
         assert "re-queued 1 " in replayed.stdout
         await asyncio.sleep(1.2)  # a poll interval with the replayed delivery due and in flight
@@ -196,7 +193,7 @@ async def test_replay_of_a_pending_delivery_makes_it_due_without_duplicating(
         await wait_status(db, "delivered", timeout=5)
         await sink.stays(2, 1.2)
     assert sink.answers == [503, 200]
-    assert sql_rows(db, "SELECT count(*) FROM deliveries") == [(1,)]
+    assert len(deliveries(db)) == 1
     assert attempts(db) == [(1, "retry", "http_5xx", 503), (2, "delivered", None, 200)]
 
 
@@ -258,9 +255,10 @@ async def test_reroute_backfills_a_new_destination_only(
         await new.stays(2, 1.2)
     assert sorted(new.accepted_ids()) == ["rr-1", "rr-2"]
     assert sorted(old.accepted_ids()) == ["rr-1", "rr-2"]  # not sent again
-    assert sql_rows(
-        db, "SELECT destination, rule, status FROM deliveries ORDER BY destination, event_row"
-    ) == [
+    assert [
+        (d["destination"], d["rule"], d["status"])
+        for d in sorted(deliveries(db), key=lambda d: (d["destination"], d["event_row"]))
+    ] == [
         ("new", "to-new", "delivered"),
         ("new", "to-new", "delivered"),
         ("old", "to-old", "delivered"),

@@ -26,7 +26,7 @@ from tests.support.load import Load
 from tests.support.payloads import payload
 from tests.support.process import GatewayProcess, post
 from tests.support.sinks import Sink, SinkLoop
-from tests.support.store import event_count, routes, sql_rows, stored_keys
+from tests.support.store import deliveries, event_count, routes, status_counts, stored_keys
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # real gateway processes
@@ -83,10 +83,9 @@ def assert_everything_delivered(
         raise AssertionError(
             f"{where}undelivered: a={len(gone['a'])} b={len(gone['b'])} "
             f"e.g. {sorted(gone['a'] | gone['b'])[:5]}; statuses "
-            f"{sql_rows(db, 'SELECT status, count(*) FROM deliveries GROUP BY status')}"
+            f"{status_counts(db)}"
         ) from None
-    dead = sql_rows(db, "SELECT count(*) FROM deliveries WHERE status = 'dead'")[0][0]
-    assert dead == 0
+    assert deliveries(db, status="dead") == []
     return chosen
 
 
@@ -174,8 +173,7 @@ def test_destinations_down_then_up_deliver_everything_in_journey_order(
             timeout=30,
             what="all 24 events at both destinations",
         )
-        statuses = sql_rows(db, "SELECT status, count(*) FROM deliveries GROUP BY status")
-        assert statuses == [("delivered", 48)]
+        assert status_counts(db) == {"delivered": 48}
     finally:
         gateway.stop()
     assert len(sink_a.answered) >= 24 + failures
@@ -273,6 +271,7 @@ def test_locked_database_under_load_answers_503_then_200(tmp_path: Path, sinks: 
     try:
         with Load(gateway.url, choose, workers=4) as load:
             load.wait_for(30)
+            # the fault itself: another process holds the write lock (raw SQL on purpose)
             blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
             blocker.execute("BEGIN EXCLUSIVE")
             locked_at = time.monotonic()

@@ -26,7 +26,7 @@ from tests.support.payloads import corpus_body, corpus_manifest, payload
 from tests.support.process import GatewayProcess, rss_kib
 from tests.support.raw_http import RawConnection, chunked, exchange, request_bytes, send_large
 from tests.support.sinks import Sink, SinkLoop
-from tests.support.store import event_count, sql_rows, stored_keys
+from tests.support.store import deliveries, event_count, stored_keys
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # real gateway processes
@@ -163,13 +163,10 @@ def test_corpus_body_is_refused_or_accepted_cleanly(hostile: Hostile, name: str)
 
 
 def _dead(db: Path, key: str, destination: str) -> str | None:
-    rows = sql_rows(
-        db,
-        "SELECT d.reason FROM deliveries d JOIN events e ON e.id = d.event_row"
-        " WHERE e.dedupe_key = ? AND d.destination = ? AND d.status = 'dead'",
-        (key, destination),
-    )
-    return str(rows[0][0]) if rows else None
+    dead = [
+        d for d in deliveries(db, status="dead", destination=destination) if d["dedupe_key"] == key
+    ]
+    return str(dead[0]["reason"]) if dead else None
 
 
 # ------------------------------------------------------- nesting at the recursion limit

@@ -61,8 +61,11 @@ def delivery(db: Path, delivery_id: int) -> dict[str, Any]:
 
 
 def statuses(db: Path) -> dict[str, str]:
-    """destination -> status, for a database holding one event."""
-    return {d["destination"]: d["status"] for d in deliveries(db)}
+    """destination -> status, for a database holding one delivery per destination."""
+    found = deliveries(db)
+    chosen = {d["destination"]: d["status"] for d in found}
+    assert len(chosen) == len(found), f"more than one delivery per destination: {found}"
+    return chosen
 
 
 def status_counts(db: Path, **filters: Any) -> dict[str, int]:
@@ -161,14 +164,3 @@ def routes(db: Path) -> dict[str, set[str]]:
     for d in deliveries(db):
         chosen.setdefault(d["dedupe_key"], set()).add(d["destination"])
     return chosen
-
-
-def sql_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Raw SQL, for the reads not yet moved to the store's queries."""
-    import sqlite3
-
-    conn = sqlite3.connect(db, timeout=5)
-    try:
-        return list(conn.execute(sql, params))
-    finally:
-        conn.close()
