@@ -274,9 +274,15 @@ def test_metrics_endpoint_content(tmp_path: Path) -> None:
         assert post(gateway.url, b"[]")[0] == 400
         assert post(gateway.url, payload("Finished Journey"), headers={})[0] == 401
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
-        status, body = get(gateway.admin + "/metrics")
-        text = body.decode()
-        assert status == 200
+        # the script has written its line, but the gateway counts the delivery only once it
+        # has reaped the script and recorded the attempt: scrape until it has
+        delivered = 'idwise_gateway_deliveries_total{destination="a",outcome="delivered"} 1.0'
+
+        def counted() -> str | None:
+            status, body = get(gateway.admin + "/metrics")
+            return body.decode() if status == 200 and delivered in body.decode() else None
+
+        text = wait_until(counted, what="the delivery to a counted")
         for expected in (
             'idwise_gateway_webhooks_received_total{event="Finished Journey",outcome="accepted"} 1.0',
             'idwise_gateway_webhooks_received_total{event="Finished Journey",outcome="duplicate"} 1.0',

@@ -171,7 +171,10 @@ async def test_exit_status_classification(
     harness: Harness, body: str, expected: type, reason: str | None
 ) -> None:
     script = harness.script("exit.sh", f"cat > /dev/null\n{body}\n")
-    destination = harness.destination({"type": "script", "command": [str(script)]})
+    # not about timeouts: a generous one, so a busy machine cannot turn an exit into a timeout
+    destination = harness.destination(
+        {"type": "script", "command": [str(script)], "timeout": "30s"}
+    )
     if expected is Sent:
         assert isinstance(await harness.send(destination, payload("Finished Journey")), Sent)
     else:
