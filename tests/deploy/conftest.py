@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, get, post
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-class Scrape:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        #: every sample name a query can select (histograms: the _bucket/_sum/_count names)
-        self.names = {
-            s.name for family in text_string_to_metric_families(text) for s in family.samples
-        }
+from tests.support.scrape import Scrape
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, Scrape
 from tests.deploy.promql import metric_names
+from tests.support.config import DEPLOY
+from tests.support.scrape import Scrape
 
 DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 

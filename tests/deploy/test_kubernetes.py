@@ -15,8 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY
-from tests.support.config import ROOT, free_port
+from tests.support.config import DEPLOY, ROOT, free_port
 from tests.support.payloads import payload
 from tests.support.process import gateway_process, post, run_cli
 from tests.support.waiting import wait_until

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, Scrape
 from tests.deploy.promql import metric_names
+from tests.support.config import DEPLOY
+from tests.support.scrape import Scrape
 
 RULES = DEPLOY / "prometheus" / "alerts.yaml"
 RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yaml"

@@ -12,4 +12,5 @@ store's read side. No mocks. One module per job:
 - `waiting`: polling until a condition holds
 - `store`: what the store holds, through its own query methods
 - `destinations`: destinations built from a real config, with the servers they talk to
+- `scrape`: a Prometheus scrape and the sample names it holds
 """

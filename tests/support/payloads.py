@@ -47,6 +47,7 @@ def corpus_body(name: str) -> bytes:
     recipe = entry.get("generate")
     if recipe is None:
         return (CORPUS / name).read_bytes()
-    prefix, suffix = recipe["prefix"].encode(), recipe["suffix"].encode()
-    fill = recipe["fill"].encode() * (recipe["size"] - len(prefix) - len(suffix))
+    prefix: bytes = recipe["prefix"].encode()
+    suffix: bytes = recipe["suffix"].encode()
+    fill: bytes = recipe["fill"].encode() * (recipe["size"] - len(prefix) - len(suffix))
     return prefix + fill + suffix

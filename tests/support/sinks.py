@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -106,7 +106,7 @@ class Sink:
     def unscripted(self, received: Received) -> Any:
         return self.default
 
-    async def start(self) -> Sink:
+    async def start(self) -> Self:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         options: dict[str, Any] = {"access_log": None}
