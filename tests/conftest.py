@@ -1,16 +1,23 @@
+"""Every shared fixture. The machinery behind them lives in tests/support/."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import load_config
 from gateway.web.app import create_app
-from tests.helpers import Sink, base_config, write_config
+from tests.support.config import base_config, write_config
+from tests.support.destinations import Harness
+from tests.support.process import CliServer, GatewayClient
+from tests.support.sinks import MakeSink, Sink, SinkLoop
+from tests.support.tls import Certificates, make_certificates
 
 
 @pytest.fixture
@@ -21,7 +28,8 @@ async def sink() -> AsyncIterator[Sink]:
 
 
 @pytest.fixture
-async def make_sink() -> AsyncIterator[Callable[..., Awaitable[Sink]]]:
+async def make_sink() -> AsyncIterator[MakeSink]:
+    """Factory of started Sinks (kwargs as for Sink); all stopped at teardown."""
     started: list[Sink] = []
 
     async def make(**kwargs: Any) -> Sink:
@@ -34,7 +42,12 @@ async def make_sink() -> AsyncIterator[Callable[..., Awaitable[Sink]]]:
         await server.stop()
 
 
-GatewayClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+@pytest.fixture
+def sinks() -> Iterator[SinkLoop]:
+    """Sinks on a background loop, for tests that drive a real gateway process."""
+    loop = SinkLoop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture
@@ -49,3 +62,34 @@ def gateway(tmp_path: Path, aiohttp_client: Any) -> GatewayClient:
         return client
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cli() -> Iterator[CliServer]:
+    """CLI commands in forked children of one process that imported the gateway once."""
+    server = CliServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Harness]:
+    """Destinations built from a real config, and every server they talk to."""
+    helper = Harness(tmp_path, session)
+    try:
+        yield helper
+    finally:
+        await helper.close()

@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 
 from gateway import idwise
-from tests.conftest import GatewayClient
-from tests.helpers import AUTH, TOKEN, sample
+from gateway.web import lifecycle
+from tests.support.config import AUTH, TOKEN
+from tests.support.payloads import payload
+from tests.support.process import GatewayClient
+from tests.support.store import deliveries, event, event_count, events, raw_event
 
 PATH = "/webhooks/idwise"
 
 
-def stored(tmp_path: Path, sql: str = "SELECT count(*) FROM events") -> Any:
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
+def stored(tmp_path: Path) -> int:
+    """How many events the gateway's store holds."""
+    return event_count(tmp_path / "gateway.db")
 
 
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)
@@ -29,23 +29,21 @@ async def test_every_sample_is_accepted_and_stored_verbatim(
     gateway: GatewayClient, tmp_path: Path, event_type: str
 ) -> None:
     client = await gateway()
-    raw = sample(event_type)
+    raw = payload(event_type)
     response = await client.post(PATH, data=raw, headers=AUTH)
     assert response.status == 200
     answer = await response.json()
     assert answer["status"] == "accepted"
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    row = conn.execute(
-        "SELECT raw, event_type, dedupe_key, journey_key, source_ip, headers FROM events"
-    ).fetchone()
-    conn.close()
-    assert row[0] == raw
-    assert row[1] == event_type
-    assert row[2] == answer["eventId"]
-    assert row[3]
-    assert row[4] == "127.0.0.1"
-    assert TOKEN not in row[5]
-    assert json.loads(row[5])["Authorization"] == "Bearer ****"
+    db = tmp_path / "gateway.db"
+    (listed,) = events(db)
+    shown = event(db, listed["dedupe_key"])
+    assert raw_event(db, listed["dedupe_key"]) == raw
+    assert shown["event_type"] == event_type
+    assert shown["dedupe_key"] == answer["eventId"]
+    assert shown["journey_key"]
+    assert shown["source_ip"] == "127.0.0.1"
+    assert TOKEN not in json.dumps(shown["headers"])
+    assert shown["headers"]["Authorization"] == "Bearer ****"
 
 
 async def test_edge_payload_with_unknown_fields_is_accepted(gateway: GatewayClient) -> None:
@@ -58,7 +56,7 @@ async def test_edge_payload_with_unknown_fields_is_accepted(gateway: GatewayClie
 async def test_content_type_is_not_required(gateway: GatewayClient) -> None:
     client = await gateway()
     response = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "Content-Type": "text/plain"}
     )
     assert response.status == 200
 
@@ -70,22 +68,22 @@ async def test_duplicate_event_id_answers_duplicate_and_adds_nothing(
         destinations={"hook": {"type": "http", "url": sink.url}},
         rules=[{"name": "all", "to": ["hook"]}],
     )
-    first = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
-    second = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    first = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
+    second = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert (await first.json())["status"] == "accepted"
     assert (await second.json()) == {
         "status": "duplicate",
         "eventId": "f57e0b0b-24ba-4702-838b-05ed5c88d5b6",
     }
     assert stored(tmp_path) == 1
-    assert stored(tmp_path, "SELECT count(*) FROM deliveries") == 1
+    assert len(deliveries(tmp_path / "gateway.db")) == 1
 
 
 async def test_fifty_concurrent_posts_of_one_event_store_exactly_one(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
-    raw = sample("Finished Journey")
+    raw = payload("Finished Journey")
     responses = await asyncio.gather(
         *(client.post(PATH, data=raw, headers=AUTH) for _ in range(50))
     )
@@ -101,7 +99,7 @@ async def test_legacy_payload_without_event_id_is_deduplicated_by_hash(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
-    raw = sample("Step Submitted")
+    raw = payload("Step Submitted")
     spaced = json.dumps(json.loads(raw), indent=4).encode()
     a = await (await client.post(PATH, data=raw, headers=AUTH)).json()
     b = await (await client.post(PATH, data=spaced, headers=AUTH)).json()
@@ -137,7 +135,7 @@ async def test_bad_bodies_get_a_json_4xx_and_nothing_is_stored(
 
 async def test_body_over_the_limit_is_413(gateway: GatewayClient, tmp_path: Path) -> None:
     client = await gateway(server={"max_body_bytes": 1024})
-    padded = sample_with_padding(2000)
+    padded = payload(padding="x" * 2000)
     response = await client.post(PATH, data=padded, headers=AUTH)
     assert response.status == 413
     assert (await response.json())["error"] == "too_large"
@@ -149,12 +147,6 @@ async def test_body_over_the_limit_is_413(gateway: GatewayClient, tmp_path: Path
     response = await client.post(PATH, data=chunks(), headers=AUTH)  # chunked, no Content-Length
     assert response.status == 413
     assert stored(tmp_path) == 0
-
-
-def sample_with_padding(size: int) -> bytes:
-    document = idwise.sample("Finished Journey")
-    document["body"]["padding"] = "x" * size
-    return json.dumps(document).encode()
 
 
 async def test_compressed_bodies_are_refused(gateway: GatewayClient) -> None:
@@ -178,19 +170,19 @@ async def test_missing_or_wrong_credentials_are_401(
     gateway: GatewayClient, tmp_path: Path, headers: dict[str, str]
 ) -> None:
     client = await gateway()
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=headers)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=headers)
     assert response.status == 401
     assert stored(tmp_path) == 0
 
 
 async def test_basic_auth_challenge_and_success(gateway: GatewayClient) -> None:
     client = await gateway(auth={"basic": [{"username": "idwise", "password": "s3cret-pass"}]})
-    refused = await client.post(PATH, data=sample("Finished Journey"))
+    refused = await client.post(PATH, data=payload("Finished Journey"))
     assert refused.status == 401
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
     good = "Basic " + base64.b64encode(b"idwise:s3cret-pass").decode()
     accepted = await client.post(
-        PATH, data=sample("Finished Journey"), headers={"Authorization": good}
+        PATH, data=payload("Finished Journey"), headers={"Authorization": good}
     )
     assert accepted.status == 200
 
@@ -199,22 +191,22 @@ async def test_custom_header_auth(gateway: GatewayClient) -> None:
     client = await gateway(auth={"headers": [{"name": "X-IDWise-Key", "value": "hdr-secret-1"}]})
     assert (
         await client.post(
-            PATH, data=sample("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"}
+            PATH, data=payload("Finished Journey"), headers={"X-IDWise-Key": "hdr-secret-1"}
         )
     ).status == 200
     assert (
         await client.post(
-            PATH, data=sample("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"}
+            PATH, data=payload("Finished Step"), headers={"X-IDWise-Key": "hdr-secret-2"}
         )
     ).status == 401
 
 
 async def test_ip_allowlist_is_403_before_credentials(gateway: GatewayClient) -> None:
     client = await gateway(auth={"bearer": [TOKEN], "allow_ips": ["203.0.113.0/24"]})
-    response = await client.post(PATH, data=sample("Finished Journey"), headers={})
+    response = await client.post(PATH, data=payload("Finished Journey"), headers={})
     assert response.status == 403
     spoofed = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
     )
     assert spoofed.status == 403
 
@@ -228,7 +220,7 @@ async def test_trusted_proxy_forwarded_for_passes_allowlist(gateway: GatewayClie
         }
     )
     response = await client.post(
-        PATH, data=sample("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
+        PATH, data=payload("Finished Journey"), headers={**AUTH, "X-Forwarded-For": "203.0.113.5"}
     )
     assert response.status == 200
 
@@ -255,10 +247,11 @@ async def test_locked_database_answers_503_then_recovers(
     gateway: GatewayClient, tmp_path: Path
 ) -> None:
     client = await gateway()
+    # the fault itself: another connection holds the write lock (raw SQL on purpose)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
-        response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+        response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
         assert response.status == 503
         answer = await response.json()
         assert answer["error"] == "store_unavailable"
@@ -266,7 +259,7 @@ async def test_locked_database_answers_503_then_recovers(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert response.status == 200
     assert (await response.json())["status"] == "accepted"  # the 503'd attempt left nothing behind
     assert stored(tmp_path) == 1
@@ -293,15 +286,17 @@ async def test_full_store_answers_503_never_200(gateway: GatewayClient, tmp_path
 async def test_read_only_database_answers_503(gateway: GatewayClient, tmp_path: Path) -> None:
     client = await gateway()
     (tmp_path / "gateway.db").chmod(0o444)
-    response = await client.post(PATH, data=sample("Finished Journey"), headers=AUTH)
+    response = await client.post(PATH, data=payload("Finished Journey"), headers=AUTH)
     assert response.status == 503
 
 
 async def test_readiness_fails_while_the_store_cannot_be_written(
-    gateway: GatewayClient, tmp_path: Path
+    gateway: GatewayClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # every probe checks the store, instead of sleeping past the readiness cache
+    monkeypatch.setattr(lifecycle, "READY_CACHE", 0.0)
     client = await gateway()
-    await asyncio.sleep(1.1)  # past the readiness cache
+    # the fault itself: another connection holds the write lock (raw SQL on purpose)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -312,5 +307,4 @@ async def test_readiness_fails_while_the_store_cannot_be_written(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    await asyncio.sleep(1.1)
     assert (await client.get("/readyz")).status == 200

@@ -14,7 +14,9 @@ import pytest
 
 from gateway.logs import TextFormatter, logfmt_value, one_line, setup_logging
 from gateway.secret import MASK, Redactor
-from tests.helpers import AUTH, base_config, gateway_process, get, post, sample, write_config
+from tests.support.config import AUTH, base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post
 
 
 def logfmt_pairs(line: str) -> dict[str, str]:
@@ -114,7 +116,7 @@ def test_probes_and_scrapes_are_logged_only_when_they_fail(tmp_path: Path) -> No
         assert get(gateway.admin + "/metrics", bearer)[0] == 200
         assert get(gateway.admin + "/metrics")[0] == 401  # a failed scrape is logged
         assert get(gateway.base + "/nowhere")[0] == 404
-        assert post(gateway.url, sample("Finished Step"), AUTH)[0] == 200
+        assert post(gateway.url, payload("Finished Step"), AUTH)[0] == 200
         gateway.signal(signal.SIGTERM)  # a clean stop writes the last batch of lines
         assert gateway.wait() == 0
         lines = gateway.log_lines()

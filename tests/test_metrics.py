@@ -7,21 +7,18 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__, idwise
 from gateway.metrics import DELIVERY_OUTCOMES, REJECT_REASONS, WEBHOOK_OUTCOMES
-from tests.helpers import (
-    base_config,
-    gateway_process,
-    get,
-    post,
-    sample,
-    sample_with,
-    wait_until,
-    write_config,
-)
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 P = "idwise_gateway_"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -83,7 +80,7 @@ def test_a_destination_added_by_reload_gets_its_series_and_old_counts_stay(
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
         wait_until(
             lambda: (
                 value(
@@ -114,7 +111,7 @@ def test_store_counts_are_counters_and_grow_with_commits(tmp_path: Path) -> None
     with gateway_process(write_config(tmp_path, config)) as gateway:
         before, types = scrape(gateway.admin)
         for number in range(3):
-            body = sample_with("Finished Step", eventId=f"store-{number}")
+            body = payload("Finished Step", eventId=f"store-{number}")
             assert post(gateway.url, body)[0] == 200
         after, _ = scrape(gateway.admin)
     for name in ("store_commits", "store_jobs"):
@@ -138,6 +135,7 @@ def test_store_writable_follows_the_store(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     with gateway_process(write_config(tmp_path, config)) as gateway:
         assert value(scrape(gateway.admin)[0], "store_writable") == 1
+        # the fault itself: another connection holds the write lock (raw SQL on purpose)
         blocker = sqlite3.connect(tmp_path / "gateway.db", timeout=5, isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")

@@ -2,34 +2,21 @@
 
 import json
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from gateway import idwise
-from tests.helpers import (
-    AUTH,
-    TOKEN,
-    base_config,
-    gateway_process,
-    get,
-    post,
-    run_cli,
-    sample,
-    sqlite_rows,
-    wait_until,
-    write_config,
-)
+from tests.support.config import AUTH, TOKEN, base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post, run_cli
+from tests.support.store import deliveries, event, event_count, stored_keys
+from tests.support.waiting import wait_until
 
-
-def unique(event_type: str, event_id: str, **body: Any) -> bytes:
-    document = idwise.sample(event_type)
-    document["body"].update(eventId=event_id, **body)
-    return json.dumps(document).encode()
+pytestmark = pytest.mark.slow  # real gateway processes
 
 
 def script_destination(tmp_path: Path, name: str) -> dict[str, Any]:
@@ -46,9 +33,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 def deliveries_to(db: Path, destination: str) -> int:
-    return sqlite_rows(db, "SELECT count(*) FROM deliveries WHERE destination = ?", (destination,))[
-        0
-    ][0]
+    return len(deliveries(db, destination=destination))
 
 
 def metric(admin: str, name: str, headers: dict[str, str] | None = None) -> float | None:
@@ -71,12 +56,12 @@ def test_sighup_with_changed_rule_reroutes_new_events(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Journey", "before-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="before-1"))[0] == 200
         config["rules"] = [{"name": "to-b", "to": ["b"]}]
         write_config(tmp_path, config)
         gateway.signal(signal.SIGHUP)
         wait_until(lambda: gateway.logged("config reloaded"))
-        assert post(gateway.url, unique("Finished Journey", "after-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="after-1"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "b.out")) == 1)
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
         assert lines(tmp_path / "a.out")[0]["body"]["eventId"] == "before-1"
@@ -99,7 +84,7 @@ def test_invalid_config_on_sighup_keeps_the_old_one(tmp_path: Path) -> None:
         )
         errors = gateway.logged("config reload rejected")
         assert any("bogus_key" in e["problem"] and "config.yaml:" in e["problem"] for e in errors)
-        assert post(gateway.url, unique("Finished Journey", "still-routed"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="still-routed"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
 
 
@@ -165,7 +150,7 @@ def test_watch_reloads_when_rule_file_content_changes(tmp_path: Path) -> None:
         replacement.write_text(yaml.safe_dump({"rules": [{"name": "to-b", "to": ["b"]}]}))
         replacement.rename(rules_dir / "main.yaml")
         wait_until(lambda: gateway.logged("config reloaded"), timeout=10)
-        assert post(gateway.url, unique("Finished Journey", "watched"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="watched"))[0] == 200
         wait_until(lambda: len(lines(tmp_path / "b.out")) == 1)
 
 
@@ -183,7 +168,9 @@ def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
         def load(worker: int) -> None:
             i = 0
             while not stop.is_set():
-                status, _ = post(gateway.url, unique("Finished Step", f"storm-{worker}-{i}"))
+                status, _ = post(
+                    gateway.url, payload("Finished Step", event_id=f"storm-{worker}-{i}")
+                )
                 results.append(status)
                 i += 1
 
@@ -199,8 +186,7 @@ def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         assert results and set(results) == {200}
-        stored = sqlite_rows(tmp_path / "gateway.db", "SELECT count(*) FROM events")[0][0]
-        assert stored == len(results)
+        assert event_count(tmp_path / "gateway.db") == len(results)
         reloads = gateway.logged("config reloaded")
         assert 1 <= len(reloads) < 100  # the storm collapsed
 
@@ -228,7 +214,10 @@ def test_sigterm_drains_and_restart_finishes_pending(tmp_path: Path) -> None:
     with gateway_process(path) as gateway:
         for i in range(12):
             assert (
-                post(gateway.url, unique("Finished Step", f"term-{i}", journeyId=f"j{i}"))[0] == 200
+                post(
+                    gateway.url, payload("Finished Step", event_id=f"term-{i}", journeyId=f"j{i}")
+                )[0]
+                == 200
             )
         time.sleep(0.2)  # the first attempt is in flight
         started = time.monotonic()
@@ -256,18 +245,17 @@ def test_draining_gateway_answers_503_and_not_ready(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Step", "drain-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Step", event_id="drain-1"))[0] == 200
         time.sleep(0.3)
         gateway.signal(signal.SIGTERM)
         time.sleep(0.3)
-        status, answer = post(gateway.url, unique("Finished Step", "drain-2"))
+        status, answer = post(gateway.url, payload("Finished Step", event_id="drain-2"))
         assert status == 503
         assert answer["error"] == "shutting_down"
         assert get(gateway.base + "/readyz")[0] == 503
         assert gateway.wait(timeout=15) == 0
-    stored = {r[0] for r in sqlite_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")}
-    assert stored == {"drain-1"}
-    assert sqlite_rows(tmp_path / "gateway.db", "SELECT status FROM deliveries")[0][0] == "pending"
+    assert stored_keys(tmp_path / "gateway.db") == {"drain-1"}
+    assert deliveries(tmp_path / "gateway.db")[0]["status"] == "pending"
 
 
 def test_metrics_endpoint_content(tmp_path: Path) -> None:
@@ -281,14 +269,20 @@ def test_metrics_endpoint_content(tmp_path: Path) -> None:
     )
     path = write_config(tmp_path, config)
     with gateway_process(path) as gateway:
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
         assert post(gateway.url, b"[]")[0] == 400
-        assert post(gateway.url, sample("Finished Journey"), headers={})[0] == 401
+        assert post(gateway.url, payload("Finished Journey"), headers={})[0] == 401
         wait_until(lambda: len(lines(tmp_path / "a.out")) == 1)
-        status, body = get(gateway.admin + "/metrics")
-        text = body.decode()
-        assert status == 200
+        # the script has written its line, but the gateway counts the delivery only once it
+        # has reaped the script and recorded the attempt: scrape until it has
+        delivered = 'idwise_gateway_deliveries_total{destination="a",outcome="delivered"} 1.0'
+
+        def counted() -> str | None:
+            status, body = get(gateway.admin + "/metrics")
+            return body.decode() if status == 200 and delivered in body.decode() else None
+
+        text = wait_until(counted, what="the delivery to a counted")
         for expected in (
             'idwise_gateway_webhooks_received_total{event="Finished Journey",outcome="accepted"} 1.0',
             'idwise_gateway_webhooks_received_total{event="Finished Journey",outcome="duplicate"} 1.0',
@@ -340,13 +334,13 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
         import base64
 
         basic = "Basic " + base64.b64encode(f"idwise:{secrets['basic']}".encode()).decode()
-        assert post(gateway.url, sample("Finished Journey"), {"Authorization": basic})[0] == 200
-        assert post(gateway.url, sample("Finished Step"), {"X-Key": secrets["header"]})[0] == 200
-        assert post(gateway.url, sample("AML Monitor Update"), AUTH)[0] == 200
+        assert post(gateway.url, payload("Finished Journey"), {"Authorization": basic})[0] == 200
+        assert post(gateway.url, payload("Finished Step"), {"X-Key": secrets["header"]})[0] == 200
+        assert post(gateway.url, payload("AML Monitor Update"), AUTH)[0] == 200
         assert (
             post(
                 gateway.url,
-                sample("Finished Spot Check"),
+                payload("Finished Spot Check"),
                 {"Authorization": "Bearer wrong-" + TOKEN},
             )[0]
             == 401
@@ -363,8 +357,9 @@ def test_secrets_never_appear_in_logs(tmp_path: Path) -> None:
     assert "delivery attempt" in logs
     for name, value in secrets.items():
         assert value not in logs, f"{name} secret leaked into logs"
-    headers = sqlite_rows(tmp_path / "gateway.db", "SELECT headers FROM events")
-    for (stored,) in headers:
+    db = tmp_path / "gateway.db"
+    for key in stored_keys(db):
+        stored = json.dumps(event(db, key)["headers"])
         for value in secrets.values():
             assert value not in stored
 
@@ -381,30 +376,34 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     async def scenario() -> int:
         from gateway.events import parse_event
+        from gateway.store import AttemptRecord
         from gateway.store.sqlite import SqliteStore
 
         store = SqliteStore(db)
         await store.open()
         old = time.time() - 7200
+        finished = []
         for i in range(1200):  # more than one batch
-            event = parse_event(unique("Finished Step", f"old-{i}"))
-            await store.accept(
-                event, [("gone", "r")] if i == 0 else [], ["r"], None, {}, received_at=old
+            old_event = parse_event(payload("Finished Step", event_id=f"old-{i}"))
+            accepted = await store.accept(
+                old_event, [("gone", "r")] if i == 0 else [], ["r"], None, {}, received_at=old
             )
-        await store.accept(parse_event(unique("Finished Step", "fresh")), [], [], None, {})
-        conn = sqlite3.connect(db)
-        conn.execute("UPDATE deliveries SET status = 'delivered'")
-        conn.commit()
+            finished += accepted.delivery_ids
+        await store.accept(
+            parse_event(payload("Finished Step", event_id="fresh")), [], [], None, {}
+        )
+        await store.record(
+            [AttemptRecord(d, 1, old, 0.0, "delivered", status_code=200) for d in finished]
+        )
         # one old event keeps a pending delivery: it must survive
         await store.accept(
-            parse_event(unique("Finished Step", "old-pending")),
+            parse_event(payload("Finished Step", event_id="old-pending")),
             [("gone", "r")],
             [],
             None,
             {},
             received_at=old,
         )
-        conn.close()
         await store.close()
         retention = load_config(path).storage.retention
         store = SqliteStore(db)
@@ -416,9 +415,8 @@ def test_retention_prunes_old_finished_events_only(tmp_path: Path) -> None:
 
     removed = asyncio.run(scenario())
     assert removed == 1200
-    left = {r[0] for r in sqlite_rows(db, "SELECT dedupe_key FROM events")}
-    assert left == {"fresh", "old-pending"}
-    assert sqlite_rows(db, "SELECT count(*) FROM deliveries")[0][0] == 1
+    assert stored_keys(db) == {"fresh", "old-pending"}
+    assert len(deliveries(db)) == 1
 
 
 def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: Path) -> None:
@@ -442,7 +440,7 @@ def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: 
     path = write_config(tmp_path, config)
     db = tmp_path / "gateway.db"
     with gateway_process(path) as gateway:
-        assert post(gateway.url, unique("Finished Journey", "orphan-1"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey", event_id="orphan-1"))[0] == 200
         wait_until(lambda: len(gateway.logged("delivery attempt")) >= 1)
         # the destination disappears from the config
         removed = {**config, "destinations": {"a": config["destinations"]["a"]}, "rules": []}
@@ -450,8 +448,8 @@ def test_removed_destination_keeps_its_deliveries_until_it_comes_back(tmp_path: 
         gateway.signal(signal.SIGHUP)
         wait_until(lambda: bool(gateway.logged("config reloaded")))
         time.sleep(1.5)
-        status = sqlite_rows(db, "SELECT status FROM deliveries WHERE destination = 'gone'")
-        assert status == [("pending",)]  # kept and visible, not dead, not dropped
+        status = [d["status"] for d in deliveries(db, destination="gone")]
+        assert status == ["pending"]  # kept and visible, not dead, not dropped
         listed = run_cli("deliveries", "list", "-c", str(path), "--json", "--destination", "gone")
         assert [row["status"] for row in json.loads(listed.stdout)] == ["pending"]
         # it comes back, healthy this time: the queued delivery resumes

@@ -5,17 +5,15 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway import idwise
-from tests.helpers import (
-    AUTH,
-    base_config,
-    gateway_process,
-    post,
-    run_cli,
-    sample,
-    sqlite_rows,
-    write_config,
-)
+from tests.support.config import AUTH, base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, post, run_cli
+from tests.support.store import stored_keys
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -50,9 +48,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
             thread.join()
 
     with gateway_process(config) as restarted:
-        stored = {
-            row[0] for row in sqlite_rows(tmp_path / "gateway.db", "SELECT dedupe_key FROM events")
-        }
+        stored = stored_keys(tmp_path / "gateway.db")
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged events lost"
         # and the restarted gateway still answers duplicates for them
@@ -70,7 +66,7 @@ def test_cli_reads_the_store_while_serve_runs(tmp_path: Path) -> None:
     config = write_config(tmp_path, base_config(tmp_path))
     with gateway_process(config) as gateway:
         for event_type in ("Finished Journey", "AML Monitor Update", "Finished Spot Check"):
-            assert post(gateway.url, sample(event_type), AUTH)[0] == 200
+            assert post(gateway.url, payload(event_type), AUTH)[0] == 200
         listed = run_cli("events", "list", "-c", str(config), "--json")
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)

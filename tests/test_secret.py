@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.secret import MASK, Redactor, Secret
-from tests.helpers import base_config, run_cli, write_config
+from tests.support.config import base_config, write_config
+from tests.support.process import run_cli
 
 
 def test_secret_repr_never_shows_the_value() -> None:

@@ -1,23 +1,24 @@
-"""The store on real SQLite files: migrations, expiry, replay, group-commit isolation."""
+"""The store on real SQLite files: migrations, expiry, replay, group-commit isolation.
+
+The migration tests read and write the schema with raw SQL on purpose: the schema is what
+they are about. Everything else goes through the store's own methods."""
 
 import asyncio
-import json
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from gateway import idwise
 from gateway.errors import StoreError
 from gateway.events import parse_event
+from gateway.store import AttemptRecord
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
+from tests.support.payloads import payload
 
 
 def event(event_id: str, journey: str = "j-1") -> bytes:
-    document = idwise.sample("Finished Journey")
-    document["body"].update(eventId=event_id, journeyId=journey)
-    return json.dumps(document).encode()
+    return payload(event_id=event_id, journey=journey)
 
 
 async def opened(path: Path) -> SqliteStore:
@@ -130,9 +131,8 @@ async def test_replay_requeues_dead_and_never_duplicates_pending(tmp_path: Path)
         (delivery,) = await store.list_deliveries()
         assert await store.replay(delivery_id=delivery["id"]) == 1  # pending: made due now
         assert len(await store.list_deliveries()) == 1
-        await store.write(
-            lambda conn: conn.execute("UPDATE deliveries SET status='dead', attempts=5, reason='x'")
-        )
+        # five attempts, the last one dead
+        await store.record([AttemptRecord(delivery["id"], 5, time.time(), 0.0, "dead", reason="x")])
         assert await store.replay(dead=True) == 1
         (row,) = await store.list_deliveries()
         assert (row["status"], row["attempts"], row["reason"]) == ("pending", 5, None)

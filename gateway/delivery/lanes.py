@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.destinations.base import Destination
@@ -10,22 +11,29 @@ from gateway.store import DueDelivery
 
 
 class RateLimiter:
-    """Evenly spaced sends: `count` per `per` seconds."""
+    """Evenly spaced sends: `count` per `per` seconds. `clock` (default: the running loop's)
+    and `sleep` are injectable, so the spacing is testable without waiting."""
 
-    def __init__(self, rate: tuple[float, float] | None) -> None:
+    def __init__(
+        self,
+        rate: tuple[float, float] | None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rate = rate
         self.interval = rate[1] / rate[0] if rate else 0.0
         self._next = 0.0
+        self._clock = clock
+        self._sleep = sleep
 
     async def wait(self) -> None:
         if not self.interval:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
         start = max(now, self._next)
         self._next = start + self.interval
         if start > now:
-            await asyncio.sleep(start - now)
+            await self._sleep(start - now)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The command line itself, run as real processes (tests.config.fast_cli): where `-c` may
+"""The command line itself, run as real processes (tests.support.process.CliServer): where `-c` may
 go, the deprecated spellings, one-line errors, `--json`, help, completion and `sample`."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway import idwise
-from tests.config.fast_cli import CliServer
-from tests.helpers import base_config, run_cli, write_config
+from tests.support.config import base_config, write_config
+from tests.support.process import CliServer, run_cli
 
 
 @pytest.fixture

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.fast_cli import CliServer
-from tests.helpers import (
-    GatewayProcess,
-    base_config,
-    gateway_process,
-    sqlite_rows,
-    wait_until,
-    write_config,
-)
+from tests.support.config import base_config, write_config
+from tests.support.process import CliServer, GatewayProcess, gateway_process
+from tests.support.store import deliveries
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +43,8 @@ def running(tmp_path: Path) -> Iterator[GatewayProcess]:
 
 def statuses(gateway: GatewayProcess) -> list[tuple[str, str]]:
     db = Path(gateway.config["storage"]["path"])
-    found = sqlite_rows(db, "SELECT destination, status FROM deliveries ORDER BY id")
-    return [(str(a), str(b)) for a, b in found]
+    found = sorted(deliveries(db), key=lambda d: d["id"])
+    return [(str(d["destination"]), str(d["status"])) for d in found]
 
 
 def test_send_posts_a_fresh_sample_with_the_configs_credentials(

@@ -14,7 +14,7 @@ from gateway import idwise
 from gateway.config.interpolate import InterpolationError, interpolate
 from gateway.config.load import check_config, load_config
 from gateway.events import parse_event
-from tests.helpers import base_config, write_config
+from tests.support.config import base_config, write_config
 
 
 def no_files(path: str) -> str:

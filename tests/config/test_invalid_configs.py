@@ -20,8 +20,7 @@ import pytest
 
 from gateway.config.load import check_config, load_config
 from gateway.errors import ConfigError, Problem
-from tests.config.fast_cli import CliServer
-from tests.helpers import run_cli
+from tests.support.process import CliServer, run_cli
 
 HERE = Path(__file__).resolve().parent
 INVALID = HERE / "invalid"
@@ -93,7 +92,7 @@ def test_load_config_raises_with_every_problem(case: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cli_results(cli: CliServer) -> dict[str, subprocess.CompletedProcess[str]]:
-    """`idwise-gateway check -c NAME` for every case (see fast_cli: one process per run)."""
+    """`idwise-gateway check -c NAME` for every case (see tests.support.process.CliServer: one process per run)."""
     return {case.name: cli.run("check", "-c", case.name, cwd=INVALID) for case in CASES}
 
 
@@ -193,6 +192,7 @@ def test_unknown_key_suggestion_lists_the_allowed_keys() -> None:
     assert "allowed here:" in typo.message and "sign" in typo.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["typo_nested_key.yaml", "yaml_syntax_error.yaml"])
 def test_console_script_from_a_cold_start(name: str) -> None:
     """The same through `python -m gateway` started from scratch (not the fork server)."""
@@ -202,6 +202,7 @@ def test_console_script_from_a_cold_start(name: str) -> None:
         assert f"{INVALID / name}:{item.line}: {item.printed_path}: {item.text}" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_missing_config_file_is_one_problem_not_a_crash(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway import idwise
-from tests.config.fast_cli import CliServer
-from tests.helpers import free_port, run_cli
+from tests.support.config import free_port
+from tests.support.process import CliServer, run_cli
 
 ENV_SECRETS = {
     "IDWG_SEC_ADMIN": "EnvAdminTok1aQ",
@@ -196,6 +196,7 @@ def test_no_secret_in_output(runs: Runs, name: str, command: str) -> None:
     assert not leaked, f"{name}/{command} printed {leaked}:\n{output}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["valid", "broken-secret-values"])
 def test_no_secret_in_output_of_the_console_script(folders: dict[str, Path], name: str) -> None:
     """The same from a cold `python -m gateway` start (not the fork server)."""
@@ -244,6 +245,7 @@ def test_masked_values_in_route_previews(runs: Runs) -> None:
     assert '"webhook-signature": "****"' in out
 
 
+@pytest.mark.slow
 def test_invalid_reference_inside_a_literal_password_is_not_echoed(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(
         "auth:\n  basic:\n    - {username: idw, password: 'Zq${my-Secret-Part-18r}9'}\n"
@@ -254,6 +256,7 @@ def test_invalid_reference_inside_a_literal_password_is_not_echoed(tmp_path: Pat
     assert "my-Secret-Part-18r" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_public_values_are_not_masked_in_route_output() -> None:
     """The shipped basic-auth username 'idwise' is no secret: the sender address stays whole."""
     root = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.config.load import check_config, load_config
 from gateway.units import parse_duration, parse_rate, parse_size
-from tests.helpers import base_config, write_config
+from tests.support.config import base_config, write_config
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.config.load import check_config, load_config
 from gateway.errors import Problem
-from tests.config.fast_cli import CliServer
-from tests.helpers import ROOT, base_config, run_cli, write_config
+from tests.support.config import ROOT, base_config, write_config
+from tests.support.process import CliServer, run_cli
 
 DEST = {"a": {"type": "http", "url": "http://127.0.0.1:9/a"}}
 

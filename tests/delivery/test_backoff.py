@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import itertools
 import math
 import time
 from pathlib import Path
@@ -23,9 +22,10 @@ from gateway.events import parse_event
 from gateway.retry import Backoff, Decision, DeliveryPolicy, backoff_delay, decide
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
-from tests.delivery.conftest import MakeSink
-from tests.delivery.support import payload
-from tests.helpers import base_config, sqlite_rows, write_config
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.sinks import MakeSink
+from tests.support.store import attempts, deliveries
 
 PRODUCTION = Backoff(initial=5.0, max=3600.0, multiplier=2.0, jitter=0.2)
 
@@ -182,10 +182,50 @@ async def test_rate_limiter_spaces_concurrent_waiters_evenly() -> None:
 
     await asyncio.gather(*(one() for _ in range(6)))
     stamps.sort()
-    assert stamps[0] < 0.015
-    for earlier, later in itertools.pairwise(stamps):
-        assert later - earlier >= 0.015
+    # a timer never fires early, so the k-th send goes no sooner than k intervals in (gaps
+    # between two wake-ups are not guaranteed: a busy loop may wake a late one beside the next)
+    for k, stamp in enumerate(stamps):
+        assert stamp >= k * limiter.interval - 0.005, stamps
     assert stamps[-1] < 1.0
+
+
+async def test_rate_limiter_gives_concurrent_waiters_consecutive_slots() -> None:
+    """The same on an injected clock that stands still: each waiter sleeps exactly until its
+    own slot, one interval after the previous one's."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter((50.0, 1.0), clock=lambda: 100.0, sleep=sleep)
+    await asyncio.gather(*(limiter.wait() for _ in range(6)))
+    assert sorted(slept) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.10])  # the first: no wait
+
+
+async def test_rate_limiter_schedules_sends_exactly_one_interval_apart() -> None:
+    """The spacing itself, on an injected clock: no wall-clock tolerance to widen under load."""
+    now = [100.0]
+    started: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        assert seconds > 0
+        now[0] += seconds  # time passes only while someone waits
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter((5.0, 1.0), clock=lambda: now[0], sleep=sleep)
+
+    async def send() -> None:
+        await limiter.wait()
+        started.append(now[0])
+
+    for _ in range(5):  # one after the other, as one worker sends
+        await send()
+    assert started == pytest.approx([100.0, 100.2, 100.4, 100.6, 100.8])
+    now[0] += 10.0  # idle for a while: the next send goes at once, no burst is saved up
+    await send()
+    await send()
+    assert started[5:] == pytest.approx([110.8, 111.0])
 
 
 async def test_no_rate_limit_never_waits() -> None:
@@ -237,7 +277,7 @@ async def simulate(
                 clock=clock,
                 rand=lambda: rand,
             )
-            event = parse_event(payload("sim-1"))
+            event = parse_event(payload(event_id="sim-1"))
             await store.accept(event, [("svc", "all")], ["all"], None, {}, received_at=clock.now)
             for _ in range(100):
                 due = await store.due("svc", clock.now, 10, True)
@@ -259,14 +299,14 @@ async def simulate(
 
 
 def final_row(db: Path) -> tuple[Any, ...]:
-    (row,) = sqlite_rows(db, "SELECT status, attempts, reason FROM deliveries")
-    return row
+    (row,) = deliveries(db)
+    return row["status"], row["attempts"], row["reason"]
 
 
 async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     delivery = {
         "max_attempts": 12,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -277,14 +317,14 @@ async def test_long_schedule_runs_to_max_attempts_on_a_fake_clock(
     assert delays == pytest.approx(expected)
     assert len(sink.received) == 12
     assert final_row(db) == ("dead", 12, "max_attempts (http_5xx)")
-    outcomes = [r[0] for r in sqlite_rows(db, "SELECT outcome FROM attempts ORDER BY number")]
+    outcomes = [outcome for _, outcome, _, _ in attempts(db)]
     assert outcomes == ["retry"] * 11 + ["dead"]
 
 
 async def test_long_schedule_dies_of_max_age_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     delivery = {
         "max_attempts": 100,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -310,13 +350,13 @@ async def test_long_schedule_dies_of_max_age_on_a_fake_clock(
     ],
 )
 async def test_retry_after_on_a_fake_clock(
-    tmp_path: Path, scripted: MakeSink, answer: Any, expected_delay: float
+    tmp_path: Path, make_sink: MakeSink, answer: Any, expected_delay: float
 ) -> None:
     start = 1_700_000_000.0
     if answer == "http-date":
         when = email.utils.formatdate(start + 900, usegmt=True)
         answer = (503, {"Retry-After": when}, "busy")
-    sink = await scripted(responses=[answer], default=200)
+    sink = await make_sink(responses=[answer], default=200)
     delivery = {
         "max_attempts": 12,
         "backoff": {"initial": "5s", "max": "1h", "multiplier": 2, "jitter": 0.2},
@@ -327,9 +367,9 @@ async def test_retry_after_on_a_fake_clock(
 
 
 async def test_zero_initial_backoff_attempt_still_records(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     config = load_config(
         write_config(
             tmp_path,
@@ -349,7 +389,7 @@ async def test_zero_initial_backoff_attempt_still_records(
             default_policy=lambda: config.delivery,
             session=session,
         )
-        job = DueDelivery(1, 1, "svc", 1024, time.time(), payload("zero-1"), "all")
+        job = DueDelivery(1, 1, "svc", 1024, time.time(), payload(event_id="zero-1"), "all")
         record = await engine.attempt(config.destinations["svc"], job)
     assert len(sink.received) == 1
     assert (record.number, record.outcome, record.reason) == (1025, "retry", "http_5xx")

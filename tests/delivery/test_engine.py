@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,18 @@ from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import GatewayClient
-from tests.delivery.conftest import MakeSink
-from tests.delivery.support import (
-    PATH,
+from tests.support.config import AUTH, base_config, free_port, write_config
+from tests.support.payloads import payload
+from tests.support.process import GatewayClient, run_cli
+from tests.support.sinks import MakeSink
+from tests.support.store import (
+    attempt_history,
     attempts,
-    payload,
-    rows,
-    stays,
-    wait_for,
+    deliveries,
+    delivery,
     wait_status,
 )
-from tests.helpers import AUTH, base_config, free_port, run_cli, write_config
+from tests.support.waiting import async_wait_until
 
 
 def http(url: str, **delivery: Any) -> dict[str, Any]:
@@ -46,44 +45,54 @@ def to(*destinations: str) -> list[dict[str, Any]]:
     return [{"name": "all", "to": list(destinations)}]
 
 
+def planned_delay(db: Path) -> float:
+    """How long after its first attempt ended the engine scheduled the second (one delivery):
+    the decision itself, not how promptly a busy machine carried it out."""
+    (only,) = deliveries(db)
+    shown = delivery(db, only["id"])
+    first = shown["attempt_history"][0]
+    return float(shown["next_attempt_at"] - (first["started_at"] + first["duration"]))
+
+
 async def accept(client: Any, raw: bytes) -> None:
-    response = await client.post(PATH, data=raw, headers=AUTH)
+    response = await client.post("/webhooks/idwise", data=raw, headers=AUTH)
     assert response.status == 200, await response.text()
     assert (await response.json())["status"] == "accepted"
 
 
 # ------------------------------------------------------------------- retries and dead letters
 async def test_500_503_200_is_delivered_exactly_once(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(responses=[500, 503], default=200)
+    sink = await make_sink(responses=[500, 503], default=200)
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
-    raw = payload("retry-1")
+    raw = payload(event_id="retry-1")
     await accept(client, raw)
-    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
+    await wait_status(tmp_path / "gateway.db", "delivered", timeout=5)
     assert attempts(tmp_path / "gateway.db") == [
         (1, "retry", "http_5xx", 500),
         (2, "retry", "http_5xx", 503),
         (3, "delivered", None, 200),
     ]
-    assert rows(tmp_path / "gateway.db", "SELECT status, attempts, reason FROM deliveries") == [
-        ("delivered", 3, None)
-    ]
-    await stays(sink, 3, 0.5)  # longer than backoff.max: nothing more is sent
+    assert [
+        (d["status"], d["attempts"], d["reason"]) for d in deliveries(tmp_path / "gateway.db")
+    ] == [("delivered", 3, None)]
+    await sink.stays(3, 0.5)  # longer than backoff.max: nothing more is sent
     assert sink.answers == [500, 503, 200]
     # every attempt carries the original bytes and the same idempotency key
     assert {r.body for r in sink.received} == {raw}
     assert {r.headers["Idempotency-Key"] for r in sink.received} == {"retry-1"}
 
 
+@pytest.mark.slow
 async def test_400_is_dead_after_one_attempt_and_listed_as_dead(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(responses=[400], default=200)
+    sink = await make_sink(responses=[400], default=200)
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
-    await accept(client, payload("bad-1"))
-    await wait_status(tmp_path / "gateway.db", "dead", within=5)
-    await stays(sink, 1, 0.4)
+    await accept(client, payload(event_id="bad-1"))
+    await wait_status(tmp_path / "gateway.db", "dead", timeout=5)
+    await sink.stays(1, 0.4)
     assert attempts(tmp_path / "gateway.db") == [(1, "dead", "http_400", 400)]
 
     config = str(tmp_path / "config.yaml")
@@ -104,30 +113,32 @@ async def test_400_is_dead_after_one_attempt_and_listed_as_dead(
 
 
 async def test_always_failing_destination_dies_of_max_attempts(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(default=503)
+    sink = await make_sink(default=503)
     client = await gateway(destinations={"svc": http(sink.url, max_attempts=3)}, rules=to("svc"))
-    await accept(client, payload("tired-1"))
-    await wait_status(tmp_path / "gateway.db", "dead", within=5)
-    assert rows(tmp_path / "gateway.db", "SELECT attempts, reason FROM deliveries") == [
+    await accept(client, payload(event_id="tired-1"))
+    await wait_status(tmp_path / "gateway.db", "dead", timeout=5)
+    assert [(d["attempts"], d["reason"]) for d in deliveries(tmp_path / "gateway.db")] == [
         (3, "max_attempts (http_5xx)")
     ]
-    await stays(sink, 3, 0.4)
+    await sink.stays(3, 0.4)
 
 
 # ----------------------------------------------------------------------------- Retry-After
 async def test_429_retry_after_delays_the_next_attempt(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(responses=[(429, {"Retry-After": "1"}, "slow down")], default=200)
+    sink = await make_sink(responses=[(429, {"Retry-After": "1"}, "slow down")], default=200)
     backoff = {"initial": "50ms", "max": "5s", "multiplier": 2, "jitter": 0}
     client = await gateway(destinations={"svc": http(sink.url, backoff=backoff)}, rules=to("svc"))
-    await accept(client, payload("limited-1"))
+    await accept(client, payload(event_id="limited-1"))
     first, second = await sink.wait_for(2, timeout=5)
-    gap = second.at - first.at
-    assert 0.98 <= gap <= 2.5, gap  # not the 50 ms backoff: the server's 1 s floor
-    await wait_status(tmp_path / "gateway.db", "delivered", within=3)
+    # not the 50 ms backoff: the server's 1 s floor (never sooner, however busy the machine)
+    assert second.at - first.at >= 0.98, second.at - first.at
+    await wait_status(tmp_path / "gateway.db", "delivered", timeout=3)
+    # and no later than that floor: what the engine planned, read from the store
+    assert planned_delay(tmp_path / "gateway.db") == pytest.approx(1.0, abs=0.1)
     assert attempts(tmp_path / "gateway.db") == [
         (1, "retry", "http_429", 429),
         (2, "delivered", None, 200),
@@ -135,38 +146,43 @@ async def test_429_retry_after_delays_the_next_attempt(
 
 
 async def test_retry_after_is_capped_at_backoff_max(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
     # backoff.max is 200 ms (base config): a 30 s Retry-After waits 200 ms, not 50 ms, not 30 s
-    sink = await scripted(responses=[(503, {"Retry-After": "30"}, "busy")], default=200)
+    sink = await make_sink(responses=[(503, {"Retry-After": "30"}, "busy")], default=200)
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
-    await accept(client, payload("capped-1"))
+    await accept(client, payload(event_id="capped-1"))
     first, second = await sink.wait_for(2, timeout=5)
-    assert 0.19 <= second.at - first.at <= 1.0
-    await wait_status(tmp_path / "gateway.db", "delivered", within=3)
+    assert second.at - first.at >= 0.19, second.at - first.at
+    await wait_status(tmp_path / "gateway.db", "delivered", timeout=3)
+    assert planned_delay(tmp_path / "gateway.db") == pytest.approx(0.2, abs=0.1)
 
 
 # ----------------------------------------------------------------------- timeouts, outages
 async def test_timeout_is_retried(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(delay=0.8, default=200)
+    # the first request gets no answer until its attempt is recorded: only a timeout ends it
+    sink = await make_sink(hold=asyncio.Event(), default=200)
     client = await gateway(destinations={"svc": http(sink.url, timeout="300ms")}, rules=to("svc"))
-    await accept(client, payload("slow-1"))
-    await sink.wait_for(1, timeout=5)
-    sink.delay = 0  # the next attempt gets a prompt answer
-    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
+    db = tmp_path / "gateway.db"
+    await accept(client, payload(event_id="slow-1"))
+    await async_wait_until(lambda: attempts(db), timeout=5, what="the first attempt")
+    assert sink.hold is not None
+    sink.hold.set()  # the next attempt gets a prompt answer
+    await wait_status(tmp_path / "gateway.db", "delivered", timeout=5)
     assert attempts(tmp_path / "gateway.db") == [
         (1, "retry", "timeout", None),
         (2, "delivered", None, 200),
     ]
-    (duration,) = rows(tmp_path / "gateway.db", "SELECT duration FROM attempts WHERE number = 1")[0]
-    assert 0.25 <= duration < 0.75  # the destination's 300 ms, not the 2 s default
+    duration = attempt_history(tmp_path / "gateway.db")[0]["duration"]
+    # the destination's 300 ms, not the config-wide 2 s (the sink answered only afterwards)
+    assert 0.25 <= duration < 2.0
     assert len(sink.received) == 2
 
 
 async def test_destination_down_then_up_is_delivered(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
     port = free_port()  # nothing listens here yet: connection refused
     url = f"http://127.0.0.1:{port}/hook"
@@ -174,30 +190,30 @@ async def test_destination_down_then_up_is_delivered(
         destinations={"svc": http(url, max_attempts=1000, max_age="1h")}, rules=to("svc")
     )
     db = tmp_path / "gateway.db"
-    await accept(client, payload("outage-1"))
-    await wait_for(lambda: len(attempts(db)) >= 5, within=5, what="5 refused attempts")
+    await accept(client, payload(event_id="outage-1"))
+    await async_wait_until(lambda: len(attempts(db)) >= 5, timeout=5, what="5 refused attempts")
     assert {a[1:] for a in attempts(db)} == {("retry", "connection", None)}
-    assert rows(db, "SELECT status FROM deliveries") == [("pending",)]
-    sink = await scripted(port=port, default=200)
-    await wait_status(db, "delivered", within=5)
+    assert [d["status"] for d in deliveries(db)] == ["pending"]
+    sink = await make_sink(port=port, default=200)
+    await wait_status(db, "delivered", timeout=5)
     history = attempts(db)
     assert history[-1][1:] == ("delivered", None, 200)
     assert all(a[1:3] == ("retry", "connection") for a in history[:-1])
     assert [a[0] for a in history] == list(range(1, len(history) + 1))
-    await stays(sink, 1, 0.3)
+    await sink.stays(1, 0.3)
     assert sink.ids() == ["outage-1"]
 
 
 # ---------------------------------------------------------------------------------- order
 async def test_ordered_journey_waits_for_its_failing_head(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(by_event={"a1": [500, 500]}, default=200)
+    sink = await make_sink(by_event={"a1": [500, 500]}, default=200)
     backoff = {"initial": "250ms", "max": "250ms", "multiplier": 2, "jitter": 0}
     client = await gateway(destinations={"svc": http(sink.url, backoff=backoff)}, rules=to("svc"))
     for event_id, journey in (("a1", "J-A"), ("a2", "J-A"), ("a3", "J-A"), ("b1", "J-B")):
-        await accept(client, payload(event_id, journey))
-    await wait_status(tmp_path / "gateway.db", "delivered", count=4, within=5)
+        await accept(client, payload(event_id=event_id, journey=journey))
+    await wait_status(tmp_path / "gateway.db", "delivered", count=4, timeout=5)
     ids = sink.ids()
     assert ids.count("a1") == 3
     assert sorted(ids) == ["a1", "a1", "a1", "a2", "a3", "b1"]
@@ -210,16 +226,16 @@ async def test_ordered_journey_waits_for_its_failing_head(
 
 
 async def test_unordered_destination_does_not_hold_the_journey_back(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(by_event={"a1": [500, 500]}, default=200)
+    sink = await make_sink(by_event={"a1": [500, 500]}, default=200)
     backoff = {"initial": "250ms", "max": "250ms", "multiplier": 2, "jitter": 0}
     client = await gateway(
         destinations={"svc": http(sink.url, backoff=backoff, ordered=False)}, rules=to("svc")
     )
     for event_id in ("a1", "a2", "a3"):
-        await accept(client, payload(event_id, "J-A"))
-    await wait_status(tmp_path / "gateway.db", "delivered", count=3, within=5)
+        await accept(client, payload(event_id=event_id, journey="J-A"))
+    await wait_status(tmp_path / "gateway.db", "delivered", count=3, timeout=5)
     ids = sink.ids()
     last_a1 = max(n for n, i in enumerate(ids) if i == "a1")
     assert ids.index("a2") < last_a1
@@ -239,26 +255,26 @@ async def test_unordered_destination_does_not_hold_the_journey_back(
 )
 async def test_each_destination_has_its_own_fate(
     gateway: GatewayClient,
-    scripted: MakeSink,
+    make_sink: MakeSink,
     tmp_path: Path,
     script: list[int],
     final: str,
     reason: str | None,
     bad_requests: int,
 ) -> None:
-    good = await scripted(default=200)
-    bad = await scripted(responses=script, default=200)
+    good = await make_sink(default=200)
+    bad = await make_sink(responses=script, default=200)
     client = await gateway(
         destinations={"good": http(good.url), "bad": http(bad.url, max_attempts=3)},
         rules=to("good", "bad"),
     )
     db = tmp_path / "gateway.db"
-    await accept(client, payload("fan-1"))
-    await wait_status(db, final, destination="bad", within=5)
-    await wait_status(db, "delivered", destination="good", within=5)
-    await stays(good, 1, 0.5)
+    await accept(client, payload(event_id="fan-1"))
+    await wait_status(db, final, destination="bad", timeout=5)
+    await wait_status(db, "delivered", destination="good", timeout=5)
+    await good.stays(1, 0.5)
     assert len(bad.received) == bad_requests
-    assert rows(db, "SELECT destination, status, reason FROM deliveries ORDER BY destination") == [
+    assert sorted((d["destination"], d["status"], d["reason"]) for d in deliveries(db)) == [
         ("bad", final, reason),
         ("good", "delivered", None),
     ]
@@ -267,39 +283,46 @@ async def test_each_destination_has_its_own_fate(
 
 # ------------------------------------------------------------------ lanes and rate limits
 async def test_slow_destination_does_not_delay_another(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    slow = await scripted(delay=1.0, default=200)
-    fast = await scripted(default=200)
+    # the slow destination answers nothing until the fast one has had all three
+    slow = await make_sink(hold=asyncio.Event(), delay=0.3, default=200)
+    fast = await make_sink(default=200)
     client = await gateway(
         destinations={"slow": http(slow.url, concurrency=1), "fast": http(fast.url)},
         rules=to("slow", "fast"),
         delivery={"timeout": "5s"},
     )
-    started = time.time()
     for n in range(3):
-        await accept(client, payload(f"lane-{n}", f"J-{n}"))
+        await accept(client, payload(event_id=f"lane-{n}", journey=f"J-{n}"))
     await fast.wait_for(3, timeout=5)
-    assert fast.received[-1].at - started < 0.8
     assert len(slow.received) <= 1  # one at a time, and the first is still being answered
+    assert slow.answers in ([], [None])  # so the fast lane never waited for the slow one
+    assert slow.hold is not None
+    slow.hold.set()
     await slow.wait_for(3, timeout=6)
-    gaps = [b.at - a.at for a, b in itertools.pairwise(slow.received)]
-    assert all(gap >= 0.95 for gap in gaps), gaps
-    await wait_status(tmp_path / "gateway.db", "delivered", count=6, within=3)
+    await wait_status(tmp_path / "gateway.db", "delivered", count=6, timeout=3)
+    # concurrency 1: each request came only once the one before it had been answered
+    assert slow.in_flight_on_arrival == [0, 0, 0]
 
 
 async def test_rate_limit_spaces_deliveries(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(default=200)
+    sink = await make_sink(default=200)
     client = await gateway(destinations={"svc": http(sink.url, rate_limit="5/s")}, rules=to("svc"))
     for n in range(5):
-        await accept(client, payload(f"rate-{n}", f"J-{n}"))  # different journeys: no ordering
+        await accept(
+            client, payload(event_id=f"rate-{n}", journey=f"J-{n}")
+        )  # different journeys: no ordering
     received = await sink.wait_for(5, timeout=5)
+    # the limiter's guarantee, which no load can break: never closer than 1/rate (less the
+    # arrival jitter of two local requests); its exact schedule is tested on an injected
+    # clock (test_backoff.py), and an upper bound here would only measure the machine
     gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
-    assert all(0.18 <= gap <= 0.6 for gap in gaps), gaps
-    assert 0.75 <= received[-1].at - received[0].at <= 1.6
-    await wait_status(tmp_path / "gateway.db", "delivered", count=5, within=3)
+    assert all(gap >= 0.18 for gap in gaps), gaps
+    assert received[-1].at - received[0].at >= 0.75
+    await wait_status(tmp_path / "gateway.db", "delivered", count=5, timeout=3)
 
 
 # ------------------------------------------------------------ a stale read must not resend
@@ -347,12 +370,12 @@ async def engine_on(store: SqliteStore, tmp_path: Path, url: str) -> AsyncIterat
 
 
 async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(delay=0.2, default=200)
+    sink = await make_sink(delay=0.2, default=200)
     store = SlowReadStore(tmp_path / "slow.db")
     async with engine_on(store, tmp_path, sink.url) as engine:
-        event = parse_event(payload("once-1"))
+        event = parse_event(payload(event_id="once-1"))
         await store.accept(event, [("svc", "all")], ["all"], None, {})
         engine.wake()
         await sink.wait_for(1, timeout=5)
@@ -360,11 +383,11 @@ async def test_delivery_finished_during_a_dispatch_read_is_not_sent_again(
         # scheduled retry elsewhere, the poll) and ends after it is recorded
         await asyncio.sleep(0.1)
         engine.wake()
-        await wait_for(
-            lambda: rows(tmp_path / "slow.db", "SELECT status FROM deliveries") == [("delivered",)],
-            within=5,
+        await async_wait_until(
+            lambda: [d["status"] for d in deliveries(tmp_path / "slow.db")] == ["delivered"],
+            timeout=5,
         )
-        await stays(sink, 1, 0.8)
+        await sink.stays(1, 0.8)
     assert attempts(tmp_path / "slow.db") == [(1, "delivered", None, 200)]
 
 
@@ -382,33 +405,34 @@ class FlakyRecordStore(SqliteStore):
 
 
 async def test_an_outcome_the_store_cannot_take_is_kept_not_resent(
-    tmp_path: Path, scripted: MakeSink
+    tmp_path: Path, make_sink: MakeSink
 ) -> None:
-    sink = await scripted(default=200)
+    sink = await make_sink(default=200)
     store = FlakyRecordStore(tmp_path / "flaky.db")
     async with engine_on(store, tmp_path, sink.url) as engine:
-        await store.accept(parse_event(payload("kept-1")), [("svc", "all")], ["all"], None, {})
+        await store.accept(
+            parse_event(payload(event_id="kept-1")), [("svc", "all")], ["all"], None, {}
+        )
         engine.wake()
         await sink.wait_for(1, timeout=5)
-        await wait_for(
-            lambda: (
-                rows(tmp_path / "flaky.db", "SELECT status FROM deliveries") == [("delivered",)]
-            ),
-            within=10,
+        await async_wait_until(
+            lambda: [d["status"] for d in deliveries(tmp_path / "flaky.db")] == ["delivered"],
+            timeout=10,
         )
-        await stays(sink, 1, 0.5)  # sent once, although recording it failed 3 times
+        await sink.stays(1, 0.5)  # sent once, although recording it failed 3 times
     assert attempts(tmp_path / "flaky.db") == [(1, "delivered", None, 200)]
 
 
 # ------------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
 async def test_deliveries_show_accepts_json_flag_with_attempt_history(
-    gateway: GatewayClient, scripted: MakeSink, tmp_path: Path
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await scripted(responses=[503], default=200)
+    sink = await make_sink(responses=[503], default=200)
     client = await gateway(destinations={"svc": http(sink.url)}, rules=to("svc"))
-    await accept(client, payload("shown-1"))
-    await wait_status(tmp_path / "gateway.db", "delivered", within=5)
-    (delivery_id,) = rows(tmp_path / "gateway.db", "SELECT id FROM deliveries")[0]
+    await accept(client, payload(event_id="shown-1"))
+    await wait_status(tmp_path / "gateway.db", "delivered", timeout=5)
+    delivery_id = deliveries(tmp_path / "gateway.db")[0]["id"]
     shown = await asyncio.to_thread(
         run_cli,
         "deliveries",

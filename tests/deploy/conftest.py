@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import base_config, gateway_process, get, post, sample, write_config
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-class Scrape:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        #: every sample name a query can select (histograms: the _bucket/_sum/_count names)
-        self.names = {
-            s.name for family in text_string_to_metric_families(text) for s in family.samples
-        }
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, get, post
+from tests.support.scrape import Scrape
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +25,7 @@ def live_scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
         rules=[{"name": "all", "to": ["audit"]}],
     )
     with gateway_process(write_config(tmp_path, config)) as gateway:
-        assert post(gateway.url, sample("Finished Journey"))[0] == 200
+        assert post(gateway.url, payload("Finished Journey"))[0] == 200
         status, body = get(gateway.admin + "/metrics")
         assert status == 200
         yield Scrape(body.decode())

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, Scrape
 from tests.deploy.promql import metric_names
+from tests.support.config import DEPLOY
+from tests.support.scrape import Scrape
 
 DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 
@@ -55,6 +56,7 @@ def test_dashboard_is_valid_json_with_unique_panel_ids(path: Path) -> None:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_query_selects_exported_metrics(path: Path, live_scrape: Scrape) -> None:
     dashboard = json.loads(path.read_text())

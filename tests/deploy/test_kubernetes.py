@@ -15,8 +15,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY
-from tests.helpers import ROOT, free_port, gateway_process, post, run_cli, sample, wait_until
+from tests.support.config import DEPLOY, ROOT, free_port
+from tests.support.payloads import payload
+from tests.support.process import gateway_process, post, run_cli
+from tests.support.waiting import wait_until
 
 MANIFESTS = sorted(DEPLOY.glob("kubernetes*.yaml"))
 #: the oldest Kubernetes still commonly run, and the newest the validator knows
@@ -233,6 +235,7 @@ ENV = {
 }
 
 
+@pytest.mark.slow
 def test_the_mounted_config_passes_check(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(materialise(tmp_path, SECRETS)), env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -240,6 +243,7 @@ def test_the_mounted_config_passes_check(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_rotated_secret_file_applies_on_reload_without_restart(tmp_path: Path) -> None:
     path = materialise(tmp_path, SECRETS)
     # the pod's listeners are 0.0.0.0:8080/9091; give the test free loopback ports
@@ -250,12 +254,12 @@ def test_a_rotated_secret_file_applies_on_reload_without_restart(tmp_path: Path)
     old = {"Authorization": f"Bearer {SECRETS['idwise-token']}"}
     new = {"Authorization": "Bearer k8s-token-two-0123456789"}
     with gateway_process(path, env=ENV) as gateway:
-        assert post(gateway.url, sample("Finished Step"), old)[0] == 200
-        assert post(gateway.url, sample("Finished Journey"), new)[0] == 401
+        assert post(gateway.url, payload("Finished Step"), old)[0] == 200
+        assert post(gateway.url, payload("Finished Journey"), new)[0] == 401
         # the kubelet swaps the Secret's files; the operator sends SIGHUP (kill -HUP 1)
         (tmp_path / "secrets" / "idwise-token").write_text("k8s-token-two-0123456789\n")
         gateway.signal(signal.SIGHUP)
-        wait_until(lambda: post(gateway.url, sample("Finished Journey"), new)[0] == 200)
-        assert post(gateway.url, sample("Updated Journey"), old)[0] == 401
+        wait_until(lambda: post(gateway.url, payload("Finished Journey"), new)[0] == 200)
+        assert post(gateway.url, payload("Updated Journey"), old)[0] == 401
         assert gateway.process is not None and gateway.process.poll() is None
     assert SECRETS["idwise-token"] not in gateway.logs()

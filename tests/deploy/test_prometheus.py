@@ -12,10 +12,12 @@ import shutil
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, Scrape
 from tests.deploy.promql import metric_names
+from tests.support.config import DEPLOY
+from tests.support.scrape import Scrape
 
 RULES = DEPLOY / "prometheus" / "alerts.yaml"
 RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yaml"
@@ -68,6 +70,7 @@ def test_every_alert_is_unit_tested_firing() -> None:
     assert fired == alerts
 
 
+@pytest.mark.slow
 def test_promtool_check_metrics_on_a_live_scrape(live_scrape: Scrape) -> None:
     result = promtool("check", "metrics", stdin=live_scrape.text)
     # promtool prints lint problems (e.g. a counter without _total) and exits non-zero
@@ -75,6 +78,7 @@ def test_promtool_check_metrics_on_a_live_scrape(live_scrape: Scrape) -> None:
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
 
 
+@pytest.mark.slow
 def test_rules_only_read_metrics_the_gateway_exports(live_scrape: Scrape) -> None:
     for rule in rules():
         names = metric_names(rule["expr"])

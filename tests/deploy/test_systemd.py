@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.config import ROOT
 
 UNIT = ROOT / "deploy" / "systemd" / "idwise-gateway.service"
 

@@ -14,13 +14,14 @@ import pytest
 from gateway.destinations import REGISTRY
 from gateway.destinations.base import Destination, Sent
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Certificates, Harness
-from tests.destinations.servers import Recorder, RefuseData, StallData
-from tests.helpers import sample
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.smtp import Recorder, RefuseData, StallData
+from tests.support.tls import Certificates
 
 pytestmark = pytest.mark.timeout(15)
 
-RAW = sample("Finished Journey")
+RAW = payload("Finished Journey")
 REFERENCE = b"8400193726523"  # in every rendering of RAW: default Slack text, mail, bytes
 TIMEOUT = 0.4
 KINDS = ["slack", "http", "email", "script"]
@@ -35,7 +36,7 @@ class Scenario:
 
 
 async def slack(harness: Harness, certificates: Certificates, outcome: str) -> Scenario:
-    server = await harness.slack(delay=2.0 if outcome == "timeout" else 0.0)
+    server = await harness.slack(delay=5.0 if outcome == "timeout" else 0.0)
     if outcome == "retryable":
         server.answer(503, "service_unavailable")
     elif outcome == "permanent":
@@ -44,13 +45,17 @@ async def slack(harness: Harness, certificates: Certificates, outcome: str) -> S
         {"type": "slack", "url": server.url}, delivery={"timeout": TIMEOUT}
     )
     return Scenario(
-        destination, lambda: [r.raw for r in server.received], lambda: len(server.received)
+        destination, lambda: [r.body for r in server.received], lambda: len(server.received)
     )
 
 
 async def http(harness: Harness, certificates: Certificates, outcome: str) -> Scenario:
     responses = {"retryable": [503], "permanent": [422]}.get(outcome, [])
-    sink = await harness.sink(responses=responses, delay=1.0 if outcome == "timeout" else 0.0)
+    sink = await harness.sink(
+        responses=responses,
+        delay=5.0 if outcome == "timeout" else 0.0,
+        cancel_on_disconnect=True,  # the stalled answer ends when the client gives up
+    )
     destination = harness.destination(
         {"type": "http", "url": sink.url}, delivery={"timeout": TIMEOUT}
     )
@@ -138,5 +143,6 @@ async def test_destination_contract(
         assert isinstance(error, RetryableDeliveryError), repr(error)
     if outcome == "timeout":
         assert error.reason == "timeout"
-        # the configured timeout is honoured: not much earlier, not much later
-        assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 1.2
+        # the configured timeout is honoured: not earlier (a timer never fires early), and
+        # not the config-wide 2 s (every far side here stalls for longer than that)
+        assert TIMEOUT * 0.8 <= elapsed < 2.0, elapsed

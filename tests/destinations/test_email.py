@@ -11,16 +11,11 @@ import pytest
 from gateway import idwise
 from gateway.destinations.base import Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Certificates, Harness
-from tests.destinations.servers import (
-    PASSWORD,
-    USERNAME,
-    RefuseData,
-    RefuseRecipients,
-    SmtpServer,
-    closed_port,
-)
-from tests.helpers import sample, sample_with
+from tests.support.config import closed_port
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.smtp import PASSWORD, USERNAME, RefuseData, RefuseRecipients, SmtpServer
+from tests.support.tls import Certificates
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -71,7 +66,7 @@ async def test_plain_delivery_with_templates_and_recipients(harness: Harness) ->
             html="<p>Journey <b>{{ body.journeyId }}</b></p>",
         )
     )
-    result = await harness.send(destination, sample("AML Monitor Update"))
+    result = await harness.send(destination, payload("AML Monitor Update"))
     assert isinstance(result, Sent)
     assert len(server.delivered) == 1
     delivered = server.delivered[0]
@@ -96,7 +91,7 @@ async def test_plain_delivery_with_templates_and_recipients(harness: Harness) ->
 async def test_default_subject_and_text(harness: Harness) -> None:
     server = harness.smtp()
     destination = harness.destination(email_spec(server.port))
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     message = server.delivered[0].message
     subject = message["Subject"]
     assert "Finished Journey" in subject and "Complete" in subject and "8400193726523" in subject
@@ -117,7 +112,7 @@ async def test_default_subject_and_text(harness: Harness) -> None:
 async def test_payload_cannot_inject_headers_or_recipients(
     harness: Harness, subject: str | None
 ) -> None:
-    raw = sample_with(
+    raw = payload(
         "Finished Journey",
         referenceNo="R-1\r\nBcc: evil@x.test\r\nX-Injected: yes\n\nbody",
         systemDecision="Refer\nCc: evil2@x.test",
@@ -143,7 +138,7 @@ async def test_payload_cannot_inject_headers_or_recipients(
 async def test_starttls_delivers_over_tls(harness: Harness, certificates: Certificates) -> None:
     server = harness.smtp(starttls=certificates.server_context())
     destination = harness.destination(tls_spec(server, certificates, "starttls"))
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     assert len(server.delivered) == 1
     assert server.delivered[0].tls is True
 
@@ -153,7 +148,7 @@ async def test_starttls_with_authentication(harness: Harness, certificates: Cert
     destination = harness.destination(
         tls_spec(server, certificates, "starttls", username=USERNAME, password=PASSWORD)
     )
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     delivered = server.delivered[0]
     assert (delivered.tls, delivered.login) == (True, USERNAME)
 
@@ -163,7 +158,7 @@ async def test_wrong_password_is_permanent(harness: Harness, certificates: Certi
     destination = harness.destination(
         tls_spec(server, certificates, "starttls", username=USERNAME, password="not-the-password")
     )
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert (error.reason, error.status) == ("smtp_5xx", 535)
     assert nothing_sent(server)
     assert "not-the-password" not in str(error)
@@ -172,7 +167,7 @@ async def test_wrong_password_is_permanent(harness: Harness, certificates: Certi
 async def test_starttls_is_required_never_plaintext(harness: Harness) -> None:
     server = harness.smtp()  # no STARTTLS offered
     destination = harness.destination(email_spec(server.port, "starttls"))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "smtp_connection"
     assert nothing_sent(server)
 
@@ -182,7 +177,7 @@ async def test_starttls_refuses_an_untrusted_certificate(
 ) -> None:
     server = harness.smtp(starttls=certificates.other_server_context())
     destination = harness.destination(tls_spec(server, certificates, "starttls"))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "smtp_connection"
     assert nothing_sent(server)
 
@@ -190,7 +185,7 @@ async def test_starttls_refuses_an_untrusted_certificate(
 async def test_implicit_tls_delivers(harness: Harness, certificates: Certificates) -> None:
     server = harness.smtp(implicit_tls=certificates.server_context())
     destination = harness.destination(tls_spec(server, certificates, "tls"))
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     assert len(server.delivered) == 1
     assert server.delivered[0].tls is True
 
@@ -206,7 +201,7 @@ async def test_implicit_tls_with_authentication(
     destination = harness.destination(
         tls_spec(server, certificates, "tls", username=USERNAME, password=PASSWORD)
     )
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     delivered = server.delivered[0]
     assert (delivered.tls, delivered.login) == (True, USERNAME)
 
@@ -218,7 +213,7 @@ async def test_implicit_tls_against_plaintext_server_fails(
     destination = harness.destination(
         tls_spec(server, certificates, "tls"), delivery={"timeout": "1s"}
     )
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason in ("smtp_connection", "timeout")
     assert nothing_sent(server)
 
@@ -228,7 +223,7 @@ async def test_implicit_tls_refuses_an_untrusted_certificate(
 ) -> None:
     server = harness.smtp(implicit_tls=certificates.other_server_context())
     destination = harness.destination(tls_spec(server, certificates, "tls"))
-    await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert nothing_sent(server)
 
 
@@ -242,7 +237,7 @@ async def test_4xx_is_retryable(harness: Harness, stage: str) -> None:
     )
     server = harness.smtp(handler)
     destination = harness.destination(email_spec(server.port))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert (error.reason, error.status) == ("smtp_4xx", 451)
     assert not server.delivered
 
@@ -259,7 +254,7 @@ async def test_5xx_is_permanent(harness: Harness, stage: str, reply: str) -> Non
     handler = RefuseRecipients(reply) if stage == "rcpt" else RefuseData(reply)
     server = harness.smtp(handler)
     destination = harness.destination(email_spec(server.port))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.reason == "smtp_5xx"
     assert error.status == int(reply[:3])
     assert not server.delivered
@@ -268,13 +263,13 @@ async def test_5xx_is_permanent(harness: Harness, stage: str, reply: str) -> Non
 async def test_one_recipient_deferred_is_not_reported_as_sent(harness: Harness) -> None:
     server = harness.smtp(RefuseRecipients("451 4.2.1 mailbox busy", only=("risk@bank.test",)))
     destination = harness.destination(email_spec(server.port, to=TO))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert (error.reason, error.status) == ("smtp_4xx", 451)
 
 
 async def test_connection_refused_is_retryable(harness: Harness) -> None:
     destination = harness.destination(email_spec(closed_port()))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "smtp_connection"
 
 
@@ -282,7 +277,7 @@ async def test_server_that_never_greets_times_out(harness: Harness) -> None:
     peer = await harness.silent()
     destination = harness.destination(email_spec(peer.port), delivery={"timeout": "400ms"})
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), RetryableDeliveryError
+        destination, payload("Finished Journey"), RetryableDeliveryError
     )
     assert error.reason == "timeout"
     assert elapsed < 1.5
@@ -293,9 +288,9 @@ async def test_every_event_type_is_mailed(harness: Harness) -> None:
     server = harness.smtp()
     destination = harness.destination(email_spec(server.port))
     for event_type in idwise.EVENT_TYPES:
-        await harness.send(destination, sample(event_type))
+        await harness.send(destination, payload(event_type))
     assert len(server.delivered) == len(idwise.EVENT_TYPES)
     for event_type, delivered in zip(idwise.EVENT_TYPES, server.delivered, strict=True):
         assert event_type in delivered.message["Subject"]
         text = plain_text(delivered.message)
-        assert json.loads(sample(event_type))["body"]["referenceNo"] in text
+        assert json.loads(payload(event_type))["body"]["referenceNo"] in text

@@ -1,4 +1,4 @@
-"""HTTP destination against a real local HTTP server (tests.helpers.Sink)."""
+"""HTTP destination against a real local HTTP server (tests.support.sinks.Sink)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from gateway import idwise
 from gateway.destinations.base import Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Harness
-from tests.destinations.servers import closed_port
-from tests.helpers import Sink, sample, sample_with
+from tests.support.config import closed_port
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.sinks import Sink
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -87,15 +88,15 @@ async def test_method(harness: Harness, method: str) -> None:
     await sink.start()
     harness.sinks.append(sink)
     destination = harness.destination(http_spec(sink, method=method.lower()))
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     assert sink.methods == [method]
-    assert sink.received[0].body == sample("Finished Journey")
+    assert sink.received[0].body == payload("Finished Journey")
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (sample("Finished Journey"), "f57e0b0b-24ba-4702-838b-05ed5c88d5b6"),
+        (payload("Finished Journey"), "f57e0b0b-24ba-4702-838b-05ed5c88d5b6"),
         (
             json.dumps(
                 {"event": "Finished Journey", "eventId": "top-level-7", "body": {"journeyId": "j"}}
@@ -103,8 +104,8 @@ async def test_method(harness: Harness, method: str) -> None:
             "top-level-7",
         ),
         (legacy_bytes(), sha256_key(legacy_bytes())),
-        (sample("Step Submitted"), sha256_key(sample("Step Submitted"))),
-        (sample("Finished Ongoing Check"), sha256_key(sample("Finished Ongoing Check"))),
+        (payload("Step Submitted"), sha256_key(payload("Step Submitted"))),
+        (payload("Finished Ongoing Check"), sha256_key(payload("Finished Ongoing Check"))),
     ],
     ids=["body-eventId", "top-level-eventId", "legacy-journey", "legacy-step", "ongoing-check"],
 )
@@ -139,7 +140,7 @@ async def test_templated_headers(harness: Harness) -> None:
             },
         )
     )
-    await harness.send(destination, sample("Updated Journey"))
+    await harness.send(destination, payload("Updated Journey"))
     received = sink.received[0]
     assert header(received, "X-Journey") == "94814848d37d4044a22a0d63"
     assert header(received, "X-Label") == "ref-CUST-000418-2291/Updated Journey"
@@ -161,7 +162,7 @@ async def test_single_placeholder_header_with_structured_value_is_json_text(
             },
         )
     )
-    await harness.send(destination, sample("Verification Update Required"))
+    await harness.send(destination, payload("Verification Update Required"))
     received = sink.received[0]
     assert json.loads(header(received, "X-Steps") or "") == [
         {"stepId": "0", "reasonCode": "DOCUMENT_EXPIRING"}
@@ -170,9 +171,7 @@ async def test_single_placeholder_header_with_structured_value_is_json_text(
 
 
 async def test_payload_cannot_inject_headers(harness: Harness) -> None:
-    raw = sample_with(
-        "Finished Journey", referenceNo="R-1\r\nX-Injected: yes\r\n\r\nGET / HTTP/1.1"
-    )
+    raw = payload("Finished Journey", referenceNo="R-1\r\nX-Injected: yes\r\n\r\nGET / HTTP/1.1")
     sink = await harness.sink()
     destination = harness.destination(http_spec(sink, headers={"X-Ref": "{{ body.referenceNo }}"}))
     await harness.send(destination, raw)
@@ -202,7 +201,7 @@ async def test_templated_body_keeps_json_types(harness: Harness) -> None:
             },
         )
     )
-    raw = sample("AML Monitor Update")
+    raw = payload("AML Monitor Update")
     await harness.send(destination, raw)
     (received,) = sink.received
     assert header(received, "Content-Type") == "application/json"
@@ -224,7 +223,7 @@ async def test_templated_body_keeps_json_types(harness: Harness) -> None:
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
 async def test_2xx_is_success(harness: Harness, status: int) -> None:
     sink = await harness.sink(default=status)
-    result = await harness.send(harness.destination(http_spec(sink)), sample("Finished Journey"))
+    result = await harness.send(harness.destination(http_spec(sink)), payload("Finished Journey"))
     assert isinstance(result, Sent)
     assert result.status == status
 
@@ -233,7 +232,7 @@ async def test_2xx_is_success(harness: Harness, status: int) -> None:
 async def test_redirects_are_not_followed_and_permanent(harness: Harness, status: int) -> None:
     sink = await harness.sink(responses=[(status, {"Location": "/elsewhere"}, "")])
     destination = harness.destination(http_spec(sink))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.status == status
     assert [r.path for r in sink.received] == ["/hook"]
 
@@ -242,7 +241,7 @@ async def test_redirects_are_not_followed_and_permanent(harness: Harness, status
 async def test_retryable_statuses(harness: Harness, status: int) -> None:
     sink = await harness.sink(responses=[(status, {}, "busy")])
     destination = harness.destination(http_spec(sink))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.status == status
     assert error.output == "busy"
 
@@ -251,7 +250,7 @@ async def test_retryable_statuses(harness: Harness, status: int) -> None:
 async def test_other_4xx_are_permanent(harness: Harness, status: int) -> None:
     sink = await harness.sink(responses=[(status, {}, '{"error":"nope"}')])
     destination = harness.destination(http_spec(sink))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.status == status
     assert error.retry_after is None
     assert error.output == '{"error":"nope"}'
@@ -276,7 +275,7 @@ async def test_retry_after(
         retry_after = email.utils.formatdate(time.time() + offset, usegmt=True)
     sink = await harness.sink(responses=[(status, {"Retry-After": retry_after}, "")])
     destination = harness.destination(http_spec(sink))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.status == status
     assert error.retry_after is not None
     assert low <= error.retry_after <= high
@@ -287,18 +286,20 @@ async def test_missing_or_garbled_retry_after(harness: Harness, value: str | Non
     headers = {} if value is None else {"Retry-After": value}
     sink = await harness.sink(responses=[(429, headers, "")])
     destination = harness.destination(http_spec(sink))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.retry_after is None
 
 
 async def test_timeout_is_retryable(harness: Harness) -> None:
-    sink = await harness.sink(delay=1.0)
+    # the sink stalls for longer than the config-wide 2 s timeout
+    sink = await harness.sink(delay=5.0, cancel_on_disconnect=True)
     destination = harness.destination(http_spec(sink), delivery={"timeout": "300ms"})
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), RetryableDeliveryError
+        destination, payload("Finished Journey"), RetryableDeliveryError
     )
     assert error.reason == "timeout"
-    assert 0.25 < elapsed < 0.9
+    # the destination's 300 ms: a timer never fires early, and it was not the 2 s default
+    assert 0.25 < elapsed < 2.0, elapsed
     assert len(sink.received) == 1
 
 
@@ -308,7 +309,7 @@ async def test_peer_that_never_answers_times_out(harness: Harness) -> None:
         {"type": "http", "url": f"http://127.0.0.1:{peer.port}/hook"}, delivery={"timeout": "300ms"}
     )
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), RetryableDeliveryError
+        destination, payload("Finished Journey"), RetryableDeliveryError
     )
     assert error.reason == "timeout"
     assert elapsed < 1.0
@@ -318,7 +319,7 @@ async def test_peer_that_never_answers_times_out(harness: Harness) -> None:
 async def test_peer_hanging_up_mid_request_gets_one_request_per_attempt(harness: Harness) -> None:
     peer = await harness.silent(hang_up=True)
     destination = harness.destination({"type": "http", "url": f"http://127.0.0.1:{peer.port}/hook"})
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
     assert peer.requests == 1
 
@@ -327,7 +328,7 @@ async def test_connection_refused_is_retryable(harness: Harness) -> None:
     destination = harness.destination(
         {"type": "http", "url": f"http://127.0.0.1:{closed_port()}/hook"}
     )
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
 
 
@@ -335,10 +336,10 @@ async def test_connection_refused_is_retryable(harness: Harness) -> None:
 @pytest.mark.parametrize(
     ("raw", "body"),
     [
-        (sample("Finished Journey"), None),
+        (payload("Finished Journey"), None),
         (legacy_bytes(), None),
         (
-            sample("AML Monitor Update"),
+            payload("AML Monitor Update"),
             {"ref": "{{ body.referenceNo }}", "v": "{{ body.updatedAMLVersionNumber }}"},
         ),
     ],
@@ -384,7 +385,7 @@ async def test_several_secrets_sign_once_each_and_either_verifies(
 
     sink = await harness.sink()
     options = {"sign": {"secret": [NEXT_SECRET, "", SIGNING_SECRET]}}  # "" = unset slot
-    await harness.send(harness.destination(http_spec(sink, **options)), sample("Finished Step"))
+    await harness.send(harness.destination(http_spec(sink, **options)), payload("Finished Step"))
     (received,) = sink.received
     signatures = header(received, "webhook-signature")
     assert signatures is not None
@@ -405,7 +406,7 @@ async def test_several_secrets_sign_once_each_and_either_verifies(
 
 async def test_unsigned_requests_carry_no_signature_headers(harness: Harness) -> None:
     sink = await harness.sink()
-    await harness.send(harness.destination(http_spec(sink)), sample("Finished Journey"))
+    await harness.send(harness.destination(http_spec(sink)), payload("Finished Journey"))
     headers = {k.lower() for k in sink.received[0].headers}
     assert not headers & {"webhook-id", "webhook-timestamp", "webhook-signature"}
 
@@ -413,6 +414,6 @@ async def test_unsigned_requests_carry_no_signature_headers(harness: Harness) ->
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)
 async def test_every_event_type_is_forwarded_unchanged(harness: Harness, event_type: str) -> None:
     sink = await harness.sink()
-    raw = sample(event_type)
+    raw = payload(event_type)
     await harness.send(harness.destination(http_spec(sink)), raw)
     assert sink.received[0].body == raw

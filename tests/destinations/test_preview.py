@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from gateway.events import parse_event
-from tests.destinations.harness import Certificates, Harness
-from tests.destinations.servers import PASSWORD, SLACK_TOKEN, USERNAME
-from tests.helpers import sample
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.sinks import SLACK_TOKEN
+from tests.support.smtp import PASSWORD, USERNAME
+from tests.support.tls import Certificates
 
 pytestmark = pytest.mark.timeout(15)
 
-RAW = sample("AML Monitor Update")
+RAW = payload("AML Monitor Update")
 EVENT = parse_event(RAW)
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from gateway.destinations.base import Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Harness
-from tests.destinations.servers import is_alive, wait_dead
-from tests.helpers import sample
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.process import is_alive, wait_dead
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -60,7 +60,7 @@ async def test_argv_is_passed_literally_never_through_a_shell(
         "",
     ]
     destination = harness.destination({"type": "script", "command": [str(script), *arguments]})
-    result = await harness.send(destination, sample("Finished Journey"))
+    result = await harness.send(destination, payload("Finished Journey"))
     assert isinstance(result, Sent)
     assert out.read_bytes().split(b"\0")[:-1] == [a.encode() for a in arguments]
     assert pwned_files(tmp_path) == []
@@ -97,7 +97,7 @@ async def test_environment_is_minimal_and_never_the_gateways(
             },
         }
     )
-    await harness.send(destination, sample("Finished Journey"))
+    await harness.send(destination, payload("Finished Journey"))
     blob = out.read_bytes()
     assert GATEWAY_SECRET.encode() not in blob
     environ = dict(item.split("=", 1) for item in blob.decode().split("\0") if item)
@@ -138,7 +138,7 @@ async def test_single_placeholder_env_with_structured_value_is_json_text(
             },
         }
     )
-    await harness.send(destination, sample("Verification Update Required"))
+    await harness.send(destination, payload("Verification Update Required"))
     steps, unreviewed = out.read_text().splitlines()
     assert json.loads(steps) == [{"stepId": "0", "reasonCode": "DOCUMENT_EXPIRING"}]
     assert unreviewed == "true"
@@ -148,7 +148,7 @@ async def test_program_not_found_is_permanent(harness: Harness) -> None:
     destination = harness.destination(
         {"type": "script", "command": ["idwise-no-such-program-4711"]}
     )
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.reason == "script_not_found"
 
 
@@ -171,11 +171,14 @@ async def test_exit_status_classification(
     harness: Harness, body: str, expected: type, reason: str | None
 ) -> None:
     script = harness.script("exit.sh", f"cat > /dev/null\n{body}\n")
-    destination = harness.destination({"type": "script", "command": [str(script)]})
+    # not about timeouts: a generous one, so a busy machine cannot turn an exit into a timeout
+    destination = harness.destination(
+        {"type": "script", "command": [str(script)], "timeout": "30s"}
+    )
     if expected is Sent:
-        assert isinstance(await harness.send(destination, sample("Finished Journey")), Sent)
+        assert isinstance(await harness.send(destination, payload("Finished Journey")), Sent)
     else:
-        error = await harness.fail(destination, sample("Finished Journey"), expected)
+        error = await harness.fail(destination, payload("Finished Journey"), expected)
         assert error.reason == reason
 
 
@@ -195,7 +198,7 @@ async def test_retry_exit_codes_are_configurable(
     destination = harness.destination(
         {"type": "script", "command": [str(script)], "retry_exit_codes": [3]}
     )
-    error = await harness.fail(destination, sample("Finished Journey"), expected)
+    error = await harness.fail(destination, payload("Finished Journey"), expected)
     assert error.reason == f"exit_{code}"
 
 
@@ -203,7 +206,7 @@ async def test_retry_exit_codes_are_configurable(
 async def test_output_is_captured_on_success(harness: Harness) -> None:
     script = harness.script("talk.sh", "echo 'to-stdout-31'\necho 'to-stderr-32' >&2\n")
     destination = harness.destination({"type": "script", "command": [str(script)]})
-    result = await harness.send(destination, sample("Finished Journey"))
+    result = await harness.send(destination, payload("Finished Journey"))
     assert result.output is not None
     assert "to-stdout-31" in result.output
     assert "to-stderr-32" in result.output
@@ -214,7 +217,7 @@ async def test_output_is_captured_on_failure(harness: Harness) -> None:
         "fail.sh", "echo \"processing $IDWISE_REFERENCE_NO\"\necho 'upstream down' >&2\nexit 75\n"
     )
     destination = harness.destination({"type": "script", "command": [str(script)]})
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.output is not None
     assert "processing 8400193726523" in error.output
     assert "upstream down" in error.output
@@ -228,7 +231,7 @@ async def test_output_is_bounded_and_drained(harness: Harness) -> None:
     )
     destination = harness.destination({"type": "script", "command": [str(script)], "timeout": "5s"})
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), PermanentDeliveryError
+        destination, payload("Finished Journey"), PermanentDeliveryError
     )
     assert error.reason == "exit_1"
     assert elapsed < 4
@@ -250,7 +253,7 @@ async def test_timeout_kills_the_whole_process_group(harness: Harness, tmp_path:
     )
     try:
         error, elapsed = await harness.timed_fail(
-            destination, sample("Finished Journey"), RetryableDeliveryError
+            destination, payload("Finished Journey"), RetryableDeliveryError
         )
         pids = read_pids(pids_file)
         assert len(pids) == 2
@@ -268,7 +271,7 @@ async def test_timeout_output_is_kept(harness: Harness) -> None:
         {"type": "script", "command": [str(script)], "timeout": "300ms"}
     )
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), RetryableDeliveryError
+        destination, payload("Finished Journey"), RetryableDeliveryError
     )
     assert error.reason == "timeout"
     assert elapsed < 2.0
@@ -288,7 +291,7 @@ async def test_exit_0_with_a_background_child_holding_the_pipes_is_success(
     )
     started = time.monotonic()
     try:
-        result = await harness.send(destination, sample("Finished Journey"))
+        result = await harness.send(destination, payload("Finished Journey"))
         assert time.monotonic() - started < 2.5
         assert isinstance(result, Sent)
         pids = read_pids(pids_file)
@@ -312,7 +315,7 @@ async def test_event_variables_for_a_payload_without_event_id(
         f'printf "%s|%s|%s|%s\\n" "$IDWISE_EVENT" "$IDWISE_EVENT_ID" "$IDWISE_JOURNEY_ID" "$IDWISE_REFERENCE_NO" > \'{out}\'\n',
     )
     destination = harness.destination({"type": "script", "command": [str(script)]})
-    raw = sample("Finished Ongoing Check")  # carries no eventId
+    raw = payload("Finished Ongoing Check")  # carries no eventId
     await harness.send(destination, raw)
     event, event_id, journey, reference = out.read_text().rstrip("\n").split("|")
     body = json.loads(raw)["body"]
@@ -331,15 +334,10 @@ def test_a_program_that_never_reads_its_input_is_delivered_at_once_in_a_real_gat
     """`serve` runs on uvloop, which raises on a write to the pipe of a program that already
     exited without reading it (/bin/true): that must be a delivery, not an internal error
     and a retry."""
-    from tests.helpers import (
-        AUTH,
-        base_config,
-        gateway_process,
-        post,
-        sqlite_rows,
-        wait_until,
-        write_config,
-    )
+    from tests.support.config import AUTH, base_config, write_config
+    from tests.support.process import gateway_process, post
+    from tests.support.store import attempts
+    from tests.support.waiting import wait_until
 
     config = base_config(
         tmp_path,
@@ -351,6 +349,6 @@ def test_a_program_that_never_reads_its_input_is_delivered_at_once_in_a_real_gat
         for n in range(5):  # the exit often beats the write; five make it near certain
             raw = json.dumps({"event": "Finished Step", "body": {"eventId": f"q-{n}"}}).encode()
             assert post(gateway.url, raw, AUTH)[0] == 200
-        wait_until(lambda: sqlite_rows(db, "SELECT count(*) FROM attempts")[0][0] >= 5)
-        found = sqlite_rows(db, "SELECT outcome, reason FROM attempts ORDER BY id")
+        wait_until(lambda: len(attempts(db)) >= 5)
+        found = [(outcome, reason) for _, outcome, reason, _ in attempts(db)]
     assert found == [("delivered", None)] * 5, gateway.logs()

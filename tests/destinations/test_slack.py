@@ -12,9 +12,10 @@ import pytest
 from gateway import idwise
 from gateway.destinations.base import Sent
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
-from tests.destinations.harness import Harness
-from tests.destinations.servers import SLACK_TOKEN, SlackStandIn, closed_port
-from tests.helpers import sample, sample_with
+from tests.support.config import closed_port
+from tests.support.destinations import Harness
+from tests.support.payloads import payload
+from tests.support.sinks import SLACK_TOKEN, SlackStandIn
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -74,7 +75,7 @@ async def test_text_and_blocks_templates_are_rendered(harness: Harness) -> None:
             icon_emoji=":passport_control:",
         )
     )
-    result = await harness.send(destination, sample("AML Monitor Update"))
+    result = await harness.send(destination, payload("AML Monitor Update"))
     assert result.status == 200
     request = server.received[0]
     assert request.headers["Content-Type"].startswith("application/json")
@@ -94,7 +95,7 @@ async def test_text_and_blocks_templates_are_rendered(harness: Harness) -> None:
 
 async def test_missing_values_render_empty(harness: Harness) -> None:
     message = await sent_message(
-        harness, sample("Finished Journey"), text="[{{ body.noSuchField }}] {{ body.referenceNo }}"
+        harness, payload("Finished Journey"), text="[{{ body.noSuchField }}] {{ body.referenceNo }}"
     )
     assert message["text"] == "[] 8400193726523"
 
@@ -102,7 +103,7 @@ async def test_missing_values_render_empty(harness: Harness) -> None:
 async def test_single_placeholder_text_with_structured_value_is_json_text(
     harness: Harness,
 ) -> None:
-    raw = sample("Verification Update Required")
+    raw = payload("Verification Update Required")
     message = await sent_message(harness, raw, text="{{ body.requiredSteps }}")
     assert json.loads(message["text"]) == [{"stepId": "0", "reasonCode": "DOCUMENT_EXPIRING"}]
 
@@ -110,7 +111,7 @@ async def test_single_placeholder_text_with_structured_value_is_json_text(
 # ---------------------------------------------------------------------------- default text
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)
 async def test_default_text_for_every_event_type(harness: Harness, event_type: str) -> None:
-    raw = sample(event_type)
+    raw = payload(event_type)
     body = json.loads(raw)["body"]
     message = await sent_message(harness, raw)
     text = message["text"]
@@ -128,14 +129,14 @@ async def test_default_text_for_every_event_type(harness: Harness, event_type: s
 @pytest.mark.parametrize(
     ("raw", "decision", "marker"),
     [
-        (sample("AML Monitor Update"), "Refer", ":warning:"),
-        (sample("Finished Ongoing Check"), "Refer", ":warning:"),
+        (payload("AML Monitor Update"), "Refer", ":warning:"),
+        (payload("Finished Ongoing Check"), "Refer", ":warning:"),
         (
-            sample_with("Manually Reviewed", manualDecision="Rejected", finalDecision="Rejected"),
+            payload("Manually Reviewed", manualDecision="Rejected", finalDecision="Rejected"),
             "Rejected",
             ":no_entry:",
         ),
-        (sample_with("Finished Journey", finalDecision="Rejected"), "Rejected", ":no_entry:"),
+        (payload("Finished Journey", finalDecision="Rejected"), "Rejected", ":no_entry:"),
     ],
     ids=["aml-refer", "ongoing-refer", "manual-rejected", "journey-rejected"],
 )
@@ -151,7 +152,7 @@ async def test_default_text_flags_refer_and_rejected(
 
 @pytest.mark.parametrize(
     "raw",
-    [sample("Finished Journey"), sample("Manually Reviewed"), sample("Finished Spot Check")],
+    [payload("Finished Journey"), payload("Manually Reviewed"), payload("Finished Spot Check")],
     ids=["complete", "approved", "spot-check-complete"],
 )
 async def test_default_text_does_not_flag_good_outcomes(harness: Harness, raw: bytes) -> None:
@@ -163,22 +164,22 @@ async def test_default_text_does_not_flag_good_outcomes(harness: Harness, raw: b
 
 
 async def test_default_text_details_per_type(harness: Harness) -> None:
-    updated = (await sent_message(harness, sample("Updated Journey")))["text"]
+    updated = (await sent_message(harness, payload("Updated Journey")))["text"]
     assert "action: Step Update" in updated
     assert "CUST-000418-2291" in updated and "94814848d37d4044a22a0d63" in updated
 
-    required = (await sent_message(harness, sample("Verification Update Required")))["text"]
+    required = (await sent_message(harness, payload("Verification Update Required")))["text"]
     assert "trigger: KYC Renewal" in required
     assert "required steps: 0 DOCUMENT_EXPIRING" in required
 
-    renewal = (await sent_message(harness, sample("KYC Renewal Deadline Exceeded")))["text"]
+    renewal = (await sent_message(harness, payload("KYC Renewal Deadline Exceeded")))["text"]
     assert "required steps: 0 2025-09-15T00:00:00Z" in renewal
 
-    aml = (await sent_message(harness, sample("AML Monitor Update")))["text"]
+    aml = (await sent_message(harness, payload("AML Monitor Update")))["text"]
     assert "previous decision: Complete" in aml
     assert "AML version: 2" in aml
 
-    spot = (await sent_message(harness, sample("Finished Spot Check")))["text"]
+    spot = (await sent_message(harness, payload("Finished Spot Check")))["text"]
     assert "65ee4c1d9a2b7f3e81d700ca" in spot
 
 
@@ -202,7 +203,7 @@ async def test_default_text_escapes_payload_values(harness: Harness) -> None:
     await harness.send(destination, json.dumps(document).encode())
     request = server.received[0]
     message = request.json()
-    assert_no_ping(request.raw, message)
+    assert_no_ping(request.body, message)
     text = message["text"]
     assert "&lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;" in text
     assert "&lt;!here&gt;" in text
@@ -210,7 +211,7 @@ async def test_default_text_escapes_payload_values(harness: Harness) -> None:
 
 
 async def test_templates_escape_inserted_values_but_not_template_text(harness: Harness) -> None:
-    raw = sample_with(
+    raw = payload(
         "Finished Journey", referenceNo="<!channel>", finalDecision="A&B <b>", journeyId="<!here>"
     )
     server = await harness.slack()
@@ -227,7 +228,7 @@ async def test_templates_escape_inserted_values_but_not_template_text(harness: H
     await harness.send(destination, raw)
     request = server.received[0]
     message = request.json()
-    assert_no_ping(request.raw, message)
+    assert_no_ping(request.body, message)
     # the template's own link markup is kept; only payload values are escaped
     assert message["text"] == (
         "<https://ops.example/journeys|open> ref &lt;!channel&gt; & A&amp;B &lt;b&gt;"
@@ -238,13 +239,13 @@ async def test_templates_escape_inserted_values_but_not_template_text(harness: H
 
 
 async def test_single_placeholder_text_is_escaped(harness: Harness) -> None:
-    raw = sample_with("Finished Journey", referenceNo="<!channel>")
+    raw = payload("Finished Journey", referenceNo="<!channel>")
     server = await harness.slack()
     destination = harness.destination(slack_spec(server, text="{{ body.referenceNo }}"))
     await harness.send(destination, raw)
     request = server.received[0]
     assert request.json()["text"] == "&lt;!channel&gt;"
-    assert_no_ping(request.raw, request.json())
+    assert_no_ping(request.body, request.json())
 
 
 # ------------------------------------------------------------------------------- responses
@@ -269,7 +270,7 @@ async def test_documented_slack_errors_are_permanent(
     server = await harness.slack()
     server.answer(status, reply)
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.reason == f"slack_{reply}"
     assert error.status == status
     assert error.retry_after is None
@@ -281,20 +282,22 @@ async def test_unknown_webhook_is_permanent(harness: Harness) -> None:
     destination = harness.destination(
         {"type": "slack", "url": server.url.replace(SLACK_TOKEN, "revokedToken123")}
     )
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert (error.status, error.reason) == (404, "slack_no_service")
 
 
 async def test_empty_message_is_refused_by_slack_and_permanent(harness: Harness) -> None:
     server = await harness.slack()
     destination = harness.destination(slack_spec(server, text="{{ body.noSuchField }}"))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert (error.status, error.reason) == (400, "slack_no_text")
 
 
 async def test_ok_is_success(harness: Harness) -> None:
     server = await harness.slack()
-    result = await harness.send(harness.destination(slack_spec(server)), sample("Finished Journey"))
+    result = await harness.send(
+        harness.destination(slack_spec(server)), payload("Finished Journey")
+    )
     assert isinstance(result, Sent)
     assert result.status == 200
     assert result.output == "ok"
@@ -304,7 +307,7 @@ async def test_rate_limited_is_retryable_with_retry_after(harness: Harness) -> N
     server = await harness.slack()
     server.answer(429, "rate_limited", {"Retry-After": "7"})
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.status == 429
     assert error.retry_after == 7.0
 
@@ -315,7 +318,7 @@ async def test_rate_limited_with_http_date(harness: Harness) -> None:
         429, "rate_limited", {"Retry-After": email.utils.formatdate(time.time() + 30, usegmt=True)}
     )
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.retry_after is not None
     assert 27 <= error.retry_after <= 31
 
@@ -324,7 +327,7 @@ async def test_rate_limited_without_retry_after(harness: Harness) -> None:
     server = await harness.slack()
     server.answer(429, "rate_limited")
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert (error.status, error.retry_after) == (429, None)
 
 
@@ -336,7 +339,7 @@ async def test_server_errors_are_retryable(harness: Harness, status: int, reply:
     server = await harness.slack()
     server.answer(status, reply)
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.status == status
 
 
@@ -344,14 +347,14 @@ async def test_too_early_is_retryable(harness: Harness) -> None:
     server = await harness.slack()
     server.answer(425, "too_early")
     destination = harness.destination(slack_spec(server))
-    await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
 
 
 async def test_unknown_client_error_is_permanent(harness: Harness) -> None:
     server = await harness.slack()
     server.answer(400, "something_new_and_undocumented")
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.status == 400
 
 
@@ -359,7 +362,7 @@ async def test_redirect_is_not_followed_and_permanent(harness: Harness) -> None:
     server = await harness.slack()
     server.answer(302, "", {"Location": server.url + "-moved"})
     destination = harness.destination(slack_spec(server))
-    error = await harness.fail(destination, sample("Finished Journey"), PermanentDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), PermanentDeliveryError)
     assert error.status == 302
     assert len(server.received) == 1
 
@@ -368,7 +371,7 @@ async def test_timeout_is_retryable(harness: Harness) -> None:
     server = await harness.slack(delay=2.0)
     destination = harness.destination(slack_spec(server), delivery={"timeout": "300ms"})
     error, elapsed = await harness.timed_fail(
-        destination, sample("Finished Journey"), RetryableDeliveryError
+        destination, payload("Finished Journey"), RetryableDeliveryError
     )
     assert error.reason == "timeout"
     assert elapsed < 1.5
@@ -377,7 +380,7 @@ async def test_timeout_is_retryable(harness: Harness) -> None:
 async def test_connection_refused_is_retryable_and_hides_the_url(harness: Harness) -> None:
     url = f"http://127.0.0.1:{closed_port()}/services/T0/B0/{SLACK_TOKEN}"
     destination = harness.destination({"type": "slack", "url": url})
-    error = await harness.fail(destination, sample("Finished Journey"), RetryableDeliveryError)
+    error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
     assert SLACK_TOKEN not in str(error)
     assert SLACK_TOKEN not in error.detail

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.support.config import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -18,19 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from tests.faults.support import (
-    Load,
-    RecordingSink,
-    SinkLoop,
-    event_bytes,
-    event_count,
-    routes,
-    stored_keys,
-    wait_for,
-)
-from tests.helpers import GatewayProcess, base_config, free_port, post, sqlite_rows, write_config
+from tests.support.config import base_config, free_port, write_config
+from tests.support.load import Load
+from tests.support.payloads import payload
+from tests.support.process import GatewayProcess, post
+from tests.support.sinks import Sink, SinkLoop
+from tests.support.store import deliveries, event_count, routes, status_counts, stored_keys
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 REPLAY = [sys.executable, "-m", "gateway", "replay"]
 JOURNEY_TYPES = {"Finished Journey", "Updated Journey"}
@@ -68,7 +67,7 @@ def expected_destinations(event_type: str) -> set[str]:
 
 
 def assert_everything_delivered(
-    db: Path, sink: RecordingSink, timeout: float = 30.0, *, where: str = ""
+    db: Path, sink: Sink, timeout: float = 30.0, *, where: str = ""
 ) -> dict[str, set[str]]:
     """Every delivery row of every stored event reaches the sink (2xx) at least once."""
     chosen = routes(db)
@@ -78,16 +77,15 @@ def assert_everything_delivered(
         return {dest: keys - set(sink.delivered(dest)) for dest, keys in wanted.items()}
 
     try:
-        wait_for(lambda: not any(missing().values()), timeout, "every delivery")
+        wait_until(lambda: not any(missing().values()), timeout, "every delivery")
     except AssertionError:
         gone = missing()
         raise AssertionError(
             f"{where}undelivered: a={len(gone['a'])} b={len(gone['b'])} "
             f"e.g. {sorted(gone['a'] | gone['b'])[:5]}; statuses "
-            f"{sqlite_rows(db, 'SELECT status, count(*) FROM deliveries GROUP BY status')}"
+            f"{status_counts(db)}"
         ) from None
-    dead = sqlite_rows(db, "SELECT count(*) FROM deliveries WHERE status = 'dead'")[0][0]
-    assert dead == 0
+    assert deliveries(db, status="dead") == []
     return chosen
 
 
@@ -163,20 +161,19 @@ def test_destinations_down_then_up_deliver_everything_in_journey_order(
     try:
         for e in range(6):
             for j, (journey, ids) in enumerate(journeys.items()):
-                body = event_bytes(TYPES[(j + e) % 4], ids[e], journeyId=journey)
+                body = payload(TYPES[(j + e) % 4], event_id=ids[e], journey=journey)
                 status, answer = post(gateway.url, body)
                 assert (status, answer.get("status")) == (200, "accepted")
         time.sleep(1.5)
         assert sink_a.received, "destination a was never tried"
         sink_b = sinks.start(port=port_b)
         assert event_count(db) == 24
-        wait_for(
+        wait_until(
             lambda: len(set(sink_a.delivered("a"))) == 24 and len(set(sink_b.delivered("b"))) == 24,
             timeout=30,
             what="all 24 events at both destinations",
         )
-        statuses = sqlite_rows(db, "SELECT status, count(*) FROM deliveries GROUP BY status")
-        assert statuses == [("delivered", 48)]
+        assert status_counts(db) == {"delivered": 48}
     finally:
         gateway.stop()
     assert len(sink_a.answered) >= 24 + failures
@@ -213,7 +210,7 @@ def test_disk_full_under_load_never_acknowledges_an_unstored_event_and_recovers(
     gateway = GatewayProcess(path).start()
     try:
         with Load(gateway.url, choose, workers=4) as load:
-            wait_for(
+            wait_until(
                 lambda: sum(o.status == 503 for o in load.outcomes) >= 30,
                 timeout=30,
                 what="the store to fill up (30 answers 503)",
@@ -233,7 +230,7 @@ def test_disk_full_under_load_never_acknowledges_an_unstored_event_and_recovers(
         for i in range(5):
             event_id = f"while-full-{i}"
             status, answer = post(
-                gateway.url, event_bytes("Finished Journey", event_id, padding=pad)
+                gateway.url, payload("Finished Journey", event_id=event_id, padding=pad)
             )
             assert status in (200, 503), (status, answer)
             assert (event_id in stored_keys(db)) == (status == 200), (status, answer)
@@ -249,7 +246,7 @@ def test_disk_full_under_load_never_acknowledges_an_unstored_event_and_recovers(
     try:
         for i in range(20):
             status, answer = post(
-                gateway.url, event_bytes("Finished Journey", f"after-{i}", padding=pad)
+                gateway.url, payload("Finished Journey", event_id=f"after-{i}", padding=pad)
             )
             assert (status, answer.get("status")) == (200, "accepted")
         stored = stored_keys(db)
@@ -274,6 +271,7 @@ def test_locked_database_under_load_answers_503_then_200(tmp_path: Path, sinks: 
     try:
         with Load(gateway.url, choose, workers=4) as load:
             load.wait_for(30)
+            # the fault itself: another process holds the write lock (raw SQL on purpose)
             blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
             blocker.execute("BEGIN EXCLUSIVE")
             locked_at = time.monotonic()
@@ -379,9 +377,9 @@ def test_cli_replay_from_another_process_under_load_touches_only_what_it_names(
     db = tmp_path / "gateway.db"
     gateway = GatewayProcess(path).start()
     try:
-        status, _ = post(gateway.url, event_bytes("Finished Step", "replayed-one"))
+        status, _ = post(gateway.url, payload("Finished Step", event_id="replayed-one"))
         assert status == 200
-        wait_for(lambda: "replayed-one" in sink.delivered("a"), 10, "first delivery")
+        wait_until(lambda: "replayed-one" in sink.delivered("a"), 10, "first delivery")
 
         def choose(worker: int, n: int) -> tuple[str, str, dict[str, Any]]:
             return "Finished Step", f"cli-{worker}-{n}", {"journeyId": f"cli-{worker}-{n % 8}"}
@@ -400,7 +398,7 @@ def test_cli_replay_from_another_process_under_load_touches_only_what_it_names(
                 )
         assert all(r.returncode == 0 for r in replays), [r.stderr for r in replays]
         assert_everything_delivered(db, sink)
-        wait_for(
+        wait_until(
             lambda: sink.delivered("a").count("replayed-one") >= 2, 10, "the replayed delivery"
         )
         counts: dict[str, int] = {}

@@ -21,23 +21,15 @@ from pathlib import Path
 import pytest
 
 from gateway.destinations.http import header_safe_key
-from tests.faults.support import (
-    RawConnection,
-    RecordingSink,
-    SinkLoop,
-    chunked,
-    corpus_body,
-    corpus_manifest,
-    event_bytes,
-    event_count,
-    exchange,
-    request_bytes,
-    rss_kib,
-    send_large,
-    stored_keys,
-    wait_for,
-)
-from tests.helpers import GatewayProcess, base_config, sqlite_rows, write_config
+from tests.support.config import base_config, write_config
+from tests.support.payloads import corpus_body, corpus_manifest, payload
+from tests.support.process import GatewayProcess, rss_kib
+from tests.support.raw_http import RawConnection, chunked, exchange, request_bytes, send_large
+from tests.support.sinks import Sink, SinkLoop
+from tests.support.store import deliveries, event_count, stored_keys
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real gateway processes
 
 MAX_BODY = 1024 * 1024  # large enough that the 100k-level nesting files reach the parser
 MANIFEST = corpus_manifest()
@@ -49,7 +41,7 @@ KNOWN_BUGS: dict[str, str] = {}  # every bug this corpus found is fixed (see git
 @dataclass
 class Hostile:
     gateway: GatewayProcess
-    sink: RecordingSink
+    sink: Sink
     db: Path
 
     @property
@@ -60,7 +52,7 @@ class Hostile:
         """A valid event is accepted, promptly, and stored."""
         event_id = f"alive-{tag}-{next(_ids)}"
         started = time.monotonic()
-        answer = exchange(self.port, request_bytes(event_bytes("Finished Journey", event_id)))
+        answer = exchange(self.port, request_bytes(payload("Finished Journey", event_id=event_id)))
         assert answer is not None, f"gateway did not answer a valid event after {tag}"
         assert answer.status == 200, (answer.status, answer.body[:300])
         assert answer.json() == {"status": "accepted", "eventId": event_id}
@@ -150,7 +142,7 @@ def test_corpus_body_is_refused_or_accepted_cleanly(hostile: Hostile, name: str)
             key = answer.json()["eventId"]
             assert key in stored_keys(hostile.db)
             assert event_count(hostile.db) == before + 1
-            wait_for(
+            wait_until(
                 lambda: (
                     {"raw", "templated"}
                     <= {
@@ -171,13 +163,10 @@ def test_corpus_body_is_refused_or_accepted_cleanly(hostile: Hostile, name: str)
 
 
 def _dead(db: Path, key: str, destination: str) -> str | None:
-    rows = sqlite_rows(
-        db,
-        "SELECT d.reason FROM deliveries d JOIN events e ON e.id = d.event_row"
-        " WHERE e.dedupe_key = ? AND d.destination = ? AND d.status = 'dead'",
-        (key, destination),
-    )
-    return str(rows[0][0]) if rows else None
+    dead = [
+        d for d in deliveries(db, status="dead", destination=destination) if d["dedupe_key"] == key
+    ]
+    return str(dead[0]["reason"]) if dead else None
 
 
 # ------------------------------------------------------- nesting at the recursion limit
@@ -210,7 +199,7 @@ def test_nesting_near_the_recursion_limit_with_event_id(hostile: Hostile) -> Non
         assert answer is not None and answer.status == 400, (depth, answer)
         assert event_id not in stored_keys(hostile.db)
     assert not accepted
-    wait_for(
+    wait_until(
         lambda: set(accepted) <= set(hostile.sink.delivered("raw")),
         timeout=15,
         what="deeply nested accepted events to be delivered",
@@ -240,7 +229,7 @@ def test_gzip_bomb_with_content_encoding_is_415(hostile: Hostile) -> None:
 
 
 def test_compressed_transfer_encoding_is_not_decoded(hostile: Hostile) -> None:
-    document = gzip.compress(event_bytes("Finished Journey", "te-gzip"))
+    document = gzip.compress(payload("Finished Journey", event_id="te-gzip"))
     answer = exchange(
         hostile.port,
         request_bytes(chunked(document), headers=[("Transfer-Encoding", "gzip, chunked")]),
@@ -255,7 +244,7 @@ def test_duplicate_content_encoding_headers_cannot_smuggle_a_compressed_body(
 ) -> None:
     """Found by this suite: the 415 check read only the first Content-Encoding header while
     aiohttp inflated by the last, so `identity` + `gzip` got a gzip body accepted (200)."""
-    compressed = gzip.compress(event_bytes("Finished Journey", "smuggled-gzip"))
+    compressed = gzip.compress(payload("Finished Journey", event_id="smuggled-gzip"))
     answer = exchange(
         hostile.port,
         request_bytes(
@@ -302,7 +291,7 @@ def test_header_flood_is_refused_and_the_gateway_survives(
     hostile: Hostile, label: str, headers: list[tuple[str, str]], auth: bool
 ) -> None:
     before = event_count(hostile.db)
-    raw = request_bytes(event_bytes("Finished Journey", f"flood-{label}"), auth=auth)
+    raw = request_bytes(payload("Finished Journey", event_id=f"flood-{label}"), auth=auth)
     head, _, body = raw.partition(b"\r\n\r\n")
     extra = "".join(f"\r\n{n}: {v}" if v or n != "NoColonHere" else f"\r\n{n}" for n, v in headers)
     answer = send_large(hostile.port, head + extra.encode() + b"\r\n\r\n" + body)
@@ -329,7 +318,7 @@ def test_slow_body_is_cut_off_while_others_are_served(hostile: Hostile) -> None:
     """Slowloris on the body: 10 clients announce a body and trickle it (1 byte / 0.4 s, so
     under 30 bytes within the 10 s body timeout). Each gets a 408 or is closed, nothing is
     stored, and valid requests meanwhile are answered promptly."""
-    body = event_bytes("Finished Journey", "slow-body")
+    body = payload("Finished Journey", event_id="slow-body")
     results: list[object] = []
 
     def slow_client() -> None:
@@ -398,7 +387,7 @@ def test_slow_headers_do_not_block_other_clients(hostile: Hostile) -> None:
 # ---------------------------------------------------------------------- body limits
 def test_chunked_body_over_the_limit_is_413(hostile: Hostile) -> None:
     before = event_count(hostile.db)
-    padded = json.loads(event_bytes("Finished Journey", "chunked-big"))
+    padded = json.loads(payload("Finished Journey", event_id="chunked-big"))
     padded["body"]["pad"] = "p" * (MAX_BODY + 10)
     data = chunked(json.dumps(padded).encode(), size=8192)
     answer = send_large(
@@ -439,12 +428,12 @@ def test_body_shorter_than_content_length_times_out_or_closes(hostile: Hostile) 
 def test_pipelined_requests_are_answered_in_order(hostile: Hostile) -> None:
     ids = [f"pipe-{next(_ids)}" for _ in range(3)]
     requests = [
-        request_bytes(event_bytes("Finished Journey", ids[0]), close=False),
+        request_bytes(payload("Finished Journey", event_id=ids[0]), close=False),
         request_bytes(b'{"event": "Finished Journey", "body": [', close=False),
-        request_bytes(event_bytes("Finished Step", ids[1]), close=False),
+        request_bytes(payload("Finished Step", event_id=ids[1]), close=False),
         request_bytes(b"{}", headers=[("Content-Encoding", "gzip")], close=False),
         request_bytes(None, method="GET", path="/healthz", auth=False, close=False),
-        request_bytes(event_bytes("Finished Journey", ids[2]), close=True),
+        request_bytes(payload("Finished Journey", event_id=ids[2]), close=True),
     ]
     with RawConnection(hostile.port, timeout=15) as conn:
         conn.send(b"".join(requests))
@@ -462,7 +451,8 @@ def test_pipelined_requests_are_answered_in_order(hostile: Hostile) -> None:
 def test_fifty_pipelined_events_on_one_connection(hostile: Hostile) -> None:
     ids = [f"pipe50-{next(_ids)}" for _ in range(50)]
     data = b"".join(
-        request_bytes(event_bytes("Finished Step", i), close=(n == 49)) for n, i in enumerate(ids)
+        request_bytes(payload("Finished Step", event_id=i), close=(n == 49))
+        for n, i in enumerate(ids)
     )
     with RawConnection(hostile.port, timeout=20) as conn:
         conn.send(data)

@@ -21,7 +21,7 @@ from gateway.destinations.slack import escape_mrkdwn
 from gateway.errors import ConfigError
 from gateway.render import TextTemplate, compile_template, render, render_text
 from gateway.retry import Backoff, backoff_delay
-from tests.helpers import base_config, write_config
+from tests.support.config import base_config, write_config
 
 # ---------------------------------------------------------------------- JSON payloads
 # What json.loads can hand the renderer: no NaN (refused), but 1e999 parses to inf.

@@ -19,8 +19,8 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.jmes import truthy
 from gateway.rules import UNMATCHED, explain_rules, match_rules
-from tests.config.fast_cli import CliServer
-from tests.helpers import ROOT, base_config, write_config
+from tests.support.config import ROOT, base_config, write_config
+from tests.support.process import CliServer
 
 NAMES = ("a", "b", "c", "d", "fallback")
 
@@ -361,6 +361,7 @@ def test_route_text_output_marks_matches(cli: CliServer, explained_config: Path)
     assert "destinations: a, c, fallback" in result.stdout
 
 
+@pytest.mark.slow
 def test_sample_piped_into_route(explained_config: Path) -> None:
     python = shlex.quote(sys.executable)
     command = (

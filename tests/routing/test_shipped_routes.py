@@ -33,8 +33,9 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.events import parse_event
 from gateway.rules import explain_rules, match_rules
-from tests.config.fast_cli import CliServer
-from tests.helpers import ROOT, run_cli
+from tests.support.config import ROOT
+from tests.support.payloads import DROP, payload
+from tests.support.process import CliServer, run_cli
 
 AUDIT = "audit-log"
 SLACK = "compliance-slack"
@@ -42,18 +43,6 @@ MAIL = "compliance-mail"
 ACTIVATE = "account-activation"
 NOTIFY = "customer-notify"
 COMPLIANCE = {SLACK, MAIL}
-
-DROP = object()  # remove the field from the sample
-
-
-def payload(event_type: str, **body: Any) -> bytes:
-    document = idwise.sample(event_type)
-    for key, value in body.items():
-        if value is DROP:
-            document["body"].pop(key, None)
-        else:
-            document["body"][key] = value
-    return json.dumps(document).encode()
 
 
 def sample_file(name: str) -> bytes:
@@ -448,6 +437,7 @@ def test_expect_ignores_order_and_spaces(cli: CliServer) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_route_from_a_file_and_from_a_cold_start(tmp_path: Any) -> None:
     path = tmp_path / "kyc.json"
     path.write_bytes(idwise.sample_bytes("KYC Renewal Deadline Exceeded"))

@@ -18,7 +18,8 @@ from gateway.destinations.email import DEFAULT_SUBJECT, DEFAULT_TEXT
 from gateway.destinations.slack import escape_mrkdwn
 from gateway.events import parse_event
 from gateway.render import TemplateError, compile_template, compile_text, render, render_text
-from tests.helpers import ROOT, base_config, write_config
+from tests.support.config import ROOT, base_config, write_config
+from tests.support.payloads import payload
 
 DOC = {
     "event": "AML Monitor Update",
@@ -199,9 +200,7 @@ def configured(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 def event_with(event_type: str, **body: Any) -> Any:
-    document = idwise.sample(event_type)
-    document["body"].update(body)
-    return parse_event(json.dumps(document).encode())
+    return parse_event(payload(event_type, **body))
 
 
 def test_http_body_keeps_types(configured: Config) -> None:

@@ -1,10 +1,10 @@
-"""`Harness`: builds destinations the way the gateway does (YAML config -> load_config) and
-owns every local server a test starts; `Certificates`: self-signed TLS material."""
+"""`Harness`: builds destinations the way the gateway does (YAML config -> load_config), sends
+events through them with a real aiohttp session, and owns every local server a test starts
+(sinks, Slack stand-ins, silent peers, SMTP servers) and stops them. Does I/O."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +15,11 @@ from gateway.config.load import load_config
 from gateway.destinations.base import Destination, SendContext, Sent
 from gateway.errors import DeliveryError
 from gateway.events import parse_event
-from tests.destinations.servers import (
-    Recorder,
-    SilentServer,
-    SlackStandIn,
-    SmtpServer,
-    server_tls_context,
-    start_smtp,
-    write_script,
-)
-from tests.helpers import Sink, base_config, write_config
-
-
-@dataclass(frozen=True)
-class Certificates:
-    """A self-signed certificate for localhost/127.0.0.1 and an unrelated second one."""
-
-    cert: Path
-    key: Path
-    other_cert: Path
-    other_key: Path
-
-    def server_context(self) -> Any:
-        return server_tls_context(self.cert, self.key)
-
-    def other_server_context(self) -> Any:
-        return server_tls_context(self.other_cert, self.other_key)
+from tests.support.config import base_config, write_config
+from tests.support.process import write_script
+from tests.support.raw_http import SilentServer
+from tests.support.sinks import Sink, SlackStandIn
+from tests.support.smtp import Recorder, SmtpServer, start_smtp
 
 
 class Harness:

@@ -1,3 +1,0 @@
-from tests.config.fast_cli import cli
-
-__all__ = ["cli"]

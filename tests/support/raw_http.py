@@ -1,0 +1,212 @@
+"""HTTP/1.1 over raw sockets, for requests no well-behaved client would send (bad framing,
+trickled bytes, huge bodies), and `SilentServer`, a TCP peer that never answers. Does
+network I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.config import TOKEN
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request_bytes(
+    body: bytes | None = None,
+    *,
+    method: str = "POST",
+    path: str = "/webhooks/idwise",
+    headers: Iterable[tuple[str, str]] = (),
+    auth: bool = True,
+    close: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """One HTTP/1.1 request. `length` overrides Content-Length; body None sends no body."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if auth:
+        lines.append(f"Authorization: Bearer {TOKEN}")
+    if close:
+        lines.append("Connection: close")
+    extra = list(headers)
+    names = {name.lower() for name, _ in extra}
+    framed = "content-length" in names or "transfer-encoding" in names
+    if not framed and (length is not None or body is not None):
+        lines.append(f"Content-Length: {length if length is not None else len(body or b'')}")
+    lines += [f"{name}: {value}" for name, value in extra]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (body or b"")
+
+
+def chunked(body: bytes, size: int = 65536) -> bytes:
+    out = bytearray()
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    return bytes(out + b"0\r\n\r\n")
+
+
+class RawConnection:
+    """A client socket that can send anything and parse the responses that come back."""
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        self.closed = False
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, data: bytes) -> bool:
+        """False when the server has closed or reset the connection meanwhile."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:  # BrokenPipe, ConnectionReset, timeout
+            return False
+
+    def _fill(self) -> bool:
+        try:
+            chunk = self.sock.recv(262144)
+        except (ConnectionResetError, BrokenPipeError):
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def _read_until(self, marker: bytes) -> bytes | None:
+        while marker not in self.buffer:
+            if not self._fill():
+                return None
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exact(self, count: int) -> bytes | None:
+        while len(self.buffer) < count:
+            if not self._fill():
+                return None
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def response(self) -> RawResponse | None:
+        """The next response; None if the connection closed before a complete one."""
+        head = self._read_until(b"\r\n\r\n")
+        if head is None:
+            return None
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise AssertionError(f"not an HTTP response: {head[:200]!r}")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size_line = self._read_until(b"\r\n")
+                if size_line is None:
+                    return None
+                size = int(size_line.split(b";")[0], 16)
+                piece = self._read_exact(size + 2)
+                if piece is None:
+                    return None
+                if size == 0:
+                    break
+                body += piece[:-2]
+        elif "content-length" in headers:
+            data = self._read_exact(int(headers["content-length"]))
+            if data is None:
+                return None
+            body = data
+        else:
+            while self._fill():
+                pass
+            body, self.buffer = self.buffer, b""
+        return RawResponse(int(parts[1]), headers, body)
+
+
+def exchange(port: int, data: bytes, timeout: float = 15.0) -> RawResponse | None:
+    """Send one request (all at once) and read its response; None = closed without one."""
+    with RawConnection(port, timeout) as conn:
+        conn.send(data)
+        try:
+            return conn.response()
+        except TimeoutError:
+            return None
+
+
+def send_large(port: int, data: bytes, timeout: float = 30.0) -> RawResponse | None:
+    """Send a big request from a second thread while reading, so neither side can block
+    the other: the server may answer (413) before it has read the body."""
+    with RawConnection(port, timeout) as conn:
+        sender = threading.Thread(target=conn.send, args=(data,), daemon=True)
+        sender.start()
+        try:
+            answer = conn.response()
+        except TimeoutError:
+            answer = None
+        conn.close()
+        sender.join(timeout)
+        return answer
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that never answers. With `hang_up`, it reads one request
+    head (up to a blank line) and closes the connection without a word, like a receiver
+    that crashes mid-request; `requests` counts those heads."""
+
+    def __init__(self, hang_up: bool = False) -> None:
+        self.hang_up = hang_up
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.connections = 0
+        self.requests = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        with contextlib.suppress(Exception):
+            if self.hang_up:
+                await reader.readuntil(b"\r\n\r\n")
+                self.requests += 1
+                writer.close()
+                return
+            await reader.read()
+
+    async def start(self) -> SilentServer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1)
