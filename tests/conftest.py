@@ -19,6 +19,9 @@ from tests.support.process import CliServer, GatewayClient
 from tests.support.sinks import MakeSink, Sink, SinkLoop
 from tests.support.tls import Certificates, make_certificates
 
+# the PostgreSQL server fixtures (a real server, started once per run when a test asks)
+pytest_plugins = ["tests.support.postgres"]
+
 
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:

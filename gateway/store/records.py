@@ -22,6 +22,7 @@ class DueDelivery:
     raw: bytes
     rule: str | None
     attempt_base: int = 0  # attempts made before the last replay (not counted in the budget)
+    claim: int = 0  # the fencing token of this replica's claim (0: a store without claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class AttemptRecord:
     detail: str | None = None
     output: str | None = None
     next_attempt_at: float | None = None  # for outcome == "retry"
+    claim: int = 0  # the claim's fencing token, from DueDelivery.claim
 
 
 @dataclass(frozen=True, slots=True, order=True)
