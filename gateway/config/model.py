@@ -41,6 +41,13 @@ class StorageConfig:
     retention: float = 30 * 86400.0
     busy_timeout: float = 5.0
     max_size: int | None = None  # bytes; the store answers 503 ("full") beyond it
+    # ---- backend: postgres (several replicas on one database)
+    backend: str = "sqlite"  # sqlite | postgres
+    dsn: Secret | None = None  # postgres only; a secret (it carries the password)
+    pool_min: int = 2
+    pool_max: int = 10
+    connect_timeout: float = 30.0  # how long `serve` keeps trying to reach it at start
+    lease_margin: float = 30.0  # a claim lasts the attempt timeout plus this
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,19 @@ class Config:
         old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)
         if old_store != (new.storage.path, new.storage.busy_timeout, new.storage.max_size):
             changes.append("storage.path/busy_timeout/max_size")
+        old_pg = (
+            self.storage.backend,
+            self.storage.dsn,
+            self.storage.pool_min,
+            self.storage.pool_max,
+        )
+        if old_pg != (
+            new.storage.backend,
+            new.storage.dsn,
+            new.storage.pool_min,
+            new.storage.pool_max,
+        ):
+            changes.append("storage.backend/dsn/pool")
         if self.logging != new.logging:
             changes.append("logging")
         return changes

@@ -5,6 +5,14 @@ A backend keeps three promises: `accept` returns only once the event and all its
 are durably committed (or raises `StoreError`, never half of it); a delivery's outcome is
 recorded only while it is still pending (a replay or expiry meanwhile wins); every failure
 is a `StoreError` whose `reason` says what went wrong (`locked`, `full`, `read_only`, ...).
+
+Claims. A store `shared` by several processes (PostgreSQL) claims what `due` returns: each
+row carries a fencing token (`DueDelivery.claim`) and a lease of `lease` seconds; nobody
+else gets it until the lease expires; `extend_leases` keeps it while the attempt runs;
+`record` applies an outcome only with the current token and returns the ids it refused.
+Rate limits are reserved in the store (`reserve_rate_slot`) so they hold for the cluster.
+A store used by one process (SQLite) implements the same calls trivially: its one engine
+never hands a delivery out twice, so claims are token 0 and always its own.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ if TYPE_CHECKING:
 
 
 class Store(Protocol):
+    #: several processes share this store: due() claims with a lease, limits are shared
+    shared: bool
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def heartbeat(self) -> None:
@@ -56,8 +67,21 @@ class Store(Protocol):
         limit: int,
         ordered: bool,
         exclude: Iterable[int] = (),
+        *,
+        lease: float | None = None,
     ) -> list[DueDelivery]: ...
-    async def record(self, records: Sequence[AttemptRecord]) -> None: ...
+    async def record(self, records: Sequence[AttemptRecord]) -> set[int]:
+        """The ids whose outcome was refused (claim lost, replayed or expired meanwhile)."""
+
+    async def extend_leases(self, claims: Sequence[tuple[int, int]], lease: float) -> set[int]:
+        """(delivery id, token) claims pushed `lease` seconds ahead; the ids no longer ours."""
+
+    async def release(self, claims: Sequence[tuple[int, int]]) -> None:
+        """Claims given back without an outcome (shutdown): due again at once."""
+
+    async def reserve_rate_slot(self, destination: str, interval: float) -> float:
+        """Seconds to wait before the next send to `destination` (one per `interval`)."""
+
     async def expire(
         self,
         max_age: dict[str, float],
@@ -131,6 +155,17 @@ def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
     """The configured backend, not yet opened. The CLI's store does not enforce `max_size`:
     a replay or a prune must still work on a store that reached it."""
     # imported here: each backend imports this package's records, and only one is used
+    if storage.backend == "postgres":
+        from gateway.store.postgres import PostgresStore
+
+        assert storage.dsn is not None, "config validation requires a dsn for postgres"
+        return PostgresStore(
+            storage.dsn.reveal(),
+            pool_min=1 if for_cli else storage.pool_min,
+            pool_max=2 if for_cli else storage.pool_max,
+            connect_timeout=storage.connect_timeout,
+            lease_margin=storage.lease_margin,
+        )
     from gateway.store.sqlite import SqliteStore
 
     max_size = None if for_cli else storage.max_size

@@ -21,12 +21,15 @@ CommitListener = Callable[[Iterable[str] | None], None]
 
 
 class SqliteConnection:
+    shared = False  # one process owns the file: no claims needed
+
     def __init__(self, path: Path, busy_timeout: float = 5.0, max_size: int | None = None) -> None:
         self.path = path
         self._writer = GroupCommitWriter(path, busy_timeout, max_size)
         self._busy_timeout = busy_timeout
         self._reader: aiosqlite.Connection | None = None
         self._listeners: list[CommitListener] = []
+        self._rate_slots: dict[str, float] = {}  # destination -> monotonic time of next send
 
     def listen(self, listener: CommitListener) -> Callable[[], None]:
         """`listener(destinations)` after each commit that made deliveries due (None: any

@@ -67,7 +67,7 @@ def _insert_event(
 
 def _record_attempts(
     conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: float
-) -> None:
+) -> set[int]:
     conn.executemany(
         "INSERT INTO attempts (delivery_id, number, started_at, duration, outcome, reason,"
         " status_code, detail, output) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -86,15 +86,19 @@ def _record_attempts(
             for r in records
         ],
     )
+    refused = set()
     for r in records:
         status = {"delivered": "delivered", "dead": "dead"}.get(r.outcome, "pending")
         # `status = 'pending'` guards against a replay or expiry that happened meanwhile
-        conn.execute(
+        cursor = conn.execute(
             "UPDATE deliveries SET status = ?, attempts = max(attempts, ?), updated_at = ?,"
             " next_attempt_at = coalesce(?, next_attempt_at), reason = ?, last_error = ?"
             " WHERE id = ? AND status = 'pending'",
             (status, r.number, now, r.next_attempt_at, r.reason, r.detail, r.delivery_id),
         )
+        if cursor.rowcount == 0:
+            refused.add(r.delivery_id)
+    return refused
 
 
 class SqliteOutbox(SqliteConnection):
@@ -164,9 +168,13 @@ class SqliteOutbox(SqliteConnection):
         limit: int,
         ordered: bool,
         exclude: Iterable[int] = (),
+        *,
+        lease: float | None = None,
     ) -> list[DueDelivery]:
         """Pending deliveries due by `now`, oldest first; with `ordered`, only the first
-        pending one of each journey. `exclude`: ids already in flight (not fetched again)."""
+        pending one of each journey. `exclude`: ids already in flight (not fetched again).
+        No claim is taken (`lease` is ignored): one process, one engine, which never hands
+        out a delivery it has in flight."""
         skip = json.dumps(sorted(exclude))
         order_clause = (
             " AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending'"
@@ -198,9 +206,23 @@ class SqliteOutbox(SqliteConnection):
             for r in rows
         ]
 
-    async def record(self, records: Sequence[AttemptRecord]) -> None:
+    async def record(self, records: Sequence[AttemptRecord]) -> set[int]:
         now = time.time()
-        await self.write(lambda conn: _record_attempts(conn, records, now))
+        return await self.write(lambda conn: _record_attempts(conn, records, now))
+
+    # one process: claims are always its own, so these are trivially true
+    async def extend_leases(self, claims: Sequence[tuple[int, int]], lease: float) -> set[int]:
+        return set()
+
+    async def release(self, claims: Sequence[tuple[int, int]]) -> None:
+        return None
+
+    async def reserve_rate_slot(self, destination: str, interval: float) -> float:
+        """The same spacing as the cluster's, kept in memory: one process sends alone."""
+        now = time.monotonic()
+        start = max(now, self._rate_slots.get(destination, 0.0))
+        self._rate_slots[destination] = start + interval
+        return start - now
 
     async def expire(
         self,

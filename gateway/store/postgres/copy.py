@@ -1,0 +1,161 @@
+"""Moving up from SQLite: copy a gateway's SQLite file into the PostgreSQL store. Does I/O.
+
+Events, their deliveries with their state (pending ones stay pending and are sent by the
+replicas), and the attempt history. Idempotent: an event already there (same dedupe key) is
+not copied twice, nor is a delivery (same event and destination), and the attempts of a
+delivery are copied only together with it, so running it again (after a crash, or once more
+after the last SQLite gateway stopped) copies only what is new. Ids are the target's own:
+the SQLite ids may already be taken there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.store.postgres.connection import Connection, PostgresConnection
+from gateway.store.postgres.writer import clean
+from gateway.store.sqlite.schema import migrate
+
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    events: int
+    deliveries: int
+    attempts: int
+    skipped_events: int  # already in the target
+
+
+def _source(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise StoreError("not_found", f"no SQLite store at {path}")
+    try:
+        # an older gateway's file gets the current schema first (what its next start would do)
+        writable = sqlite3.connect(path, isolation_level=None)
+        try:
+            migrate(writable)
+        finally:
+            writable.close()
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+    except sqlite3.Error:
+        raise StoreError("corrupt", f"{path} is not a gateway SQLite store") from None
+    return conn
+
+
+async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
+    source = _source(path)
+    events = deliveries = attempts = skipped = 0
+    try:
+        last = 0
+        while True:
+            rows = source.execute(
+                "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (last, CHUNK)
+            ).fetchall()
+            if not rows:
+                break
+            last = rows[-1]["id"]
+            async with target.connection() as conn, conn.transaction():
+                counts = await _copy_chunk(source, conn, rows)
+            events, deliveries, attempts = (
+                events + counts[0],
+                deliveries + counts[1],
+                attempts + counts[2],
+            )
+            skipped += len(rows) - counts[0]
+    finally:
+        source.close()
+    if deliveries:
+        async with target.connection() as conn:
+            await target.notify(conn, None)  # running replicas pick the pending ones up
+    return Copied(events, deliveries, attempts, skipped)
+
+
+async def _copy_chunk(
+    source: sqlite3.Connection, conn: Connection, rows: list[sqlite3.Row]
+) -> tuple[int, int, int]:
+    inserted = await conn.fetch(
+        "INSERT INTO events (dedupe_key, event_type, event_id, journey_key, reference_no,"
+        " received_at, source_ip, headers, rules, raw)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::float8[], $7::text[], $8::text[], $9::text[], $10::bytea[])"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        [clean(r["dedupe_key"]) for r in rows],
+        [clean(r["event_type"]) for r in rows],
+        [clean(r["event_id"]) for r in rows],
+        [clean(r["journey_key"]) for r in rows],
+        [clean(r["reference_no"]) for r in rows],
+        [r["received_at"] for r in rows],
+        [clean(r["source_ip"]) for r in rows],
+        [r["headers"] for r in rows],
+        [r["rules"] for r in rows],
+        [bytes(r["raw"]) for r in rows],
+    )
+    mapped = await conn.fetch(
+        "SELECT id, dedupe_key FROM events WHERE dedupe_key = ANY($1::text[])",
+        [clean(r["dedupe_key"]) for r in rows],
+    )
+    target_row = {r["dedupe_key"]: r["id"] for r in mapped}
+    event_row = {r["id"]: target_row[clean(r["dedupe_key"])] for r in rows}
+    marks = ",".join("?" * len(rows))
+    old = source.execute(
+        f"SELECT * FROM deliveries WHERE event_row IN ({marks}) ORDER BY id",
+        [r["id"] for r in rows],
+    ).fetchall()
+    copied_deliveries: dict[int, int] = {}
+    if old:
+        new = await conn.fetch(
+            "INSERT INTO deliveries (event_row, destination, rule, journey_key, status, attempts,"
+            " attempt_base, queued_at, next_attempt_at, updated_at, reason, last_error)"
+            " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], $11::text[],"
+            " $12::text[]) ON CONFLICT (event_row, destination) DO NOTHING"
+            " RETURNING id, event_row, destination",
+            [event_row[d["event_row"]] for d in old],
+            [d["destination"] for d in old],
+            [d["rule"] for d in old],
+            [clean(d["journey_key"]) for d in old],
+            [d["status"] for d in old],
+            [d["attempts"] for d in old],
+            [d["attempt_base"] for d in old],
+            [d["queued_at"] for d in old],
+            [d["next_attempt_at"] for d in old],
+            [d["updated_at"] for d in old],
+            [clean(d["reason"]) for d in old],
+            [clean(d["last_error"]) for d in old],
+        )
+        by_pair = {(event_row[d["event_row"]], d["destination"]): d["id"] for d in old}
+        copied_deliveries = {by_pair[(n["event_row"], n["destination"])]: n["id"] for n in new}
+    copied_attempts = 0
+    if copied_deliveries:
+        marks = ",".join("?" * len(copied_deliveries))
+        history = source.execute(
+            f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY id",
+            list(copied_deliveries),
+        ).fetchall()
+        if history:
+            await conn.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration, outcome,"
+                " reason, status_code, detail, output) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                [
+                    (
+                        copied_deliveries[a["delivery_id"]],
+                        a["number"],
+                        a["started_at"],
+                        a["duration"],
+                        a["outcome"],
+                        clean(a["reason"]),
+                        a["status_code"],
+                        clean(a["detail"]),
+                        clean(a["output"]),
+                    )
+                    for a in history
+                ],
+            )
+            copied_attempts = len(history)
+    return len(inserted), len(copied_deliveries), copied_attempts
