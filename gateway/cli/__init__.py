@@ -6,6 +6,7 @@ exit code. No logic of its own beyond presentation.
   config_commands.py  serve, check, route
   payloads.py         sample, send
   store_commands.py   events, deliveries, replay
+  store_copy.py       store copy (SQLite -> PostgreSQL)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.cli.parser import Handler
 from gateway.cli.parser import build_parser as _build_parser
 from gateway.cli.payloads import cmd_sample, cmd_send
 from gateway.cli.store_commands import cmd_deliveries, cmd_events, cmd_replay, parse_since
+from gateway.cli.store_copy import cmd_store_copy
 
 
 def cmd_send_with_config(args: argparse.Namespace, out: Output) -> int:
@@ -44,6 +46,7 @@ HANDLERS: dict[str, Handler] = {
     "events": cmd_events,
     "deliveries": cmd_deliveries,
     "replay": cmd_replay,
+    "store-copy": cmd_store_copy,
     "completion": cmd_completion,
 }
 

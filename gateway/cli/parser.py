@@ -210,3 +210,18 @@ def _store_commands(build: _Builder) -> None:
         help="re-evaluate stored events against the current rules; queue only new destinations",
     )
     p.add_argument("--json", action="store_true", help="what was queued, as JSON")
+
+    store = build.group("store", "the store itself")
+    p = build.command(
+        store,
+        "copy",
+        "copy a SQLite store into PostgreSQL (events, deliveries, attempts; idempotent)",
+        "store-copy",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH")
+    p.add_argument(
+        "--to",
+        dest="target",
+        metavar="postgres:DSN",
+        help="default: the config's storage (keeps the password out of the process list)",
+    )

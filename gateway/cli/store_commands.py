@@ -50,7 +50,7 @@ def with_store(
     config = load(args, out)
     if config is None:
         raise CommandError("the config does not load (see above)")
-    if not config.storage.path.exists():
+    if config.storage.backend == "sqlite" and not config.storage.path.exists():
         raise CommandError(
             f"store error: no database at {config.storage.path} (has the gateway run yet?)"
         )

@@ -147,7 +147,50 @@ class Builder:
                 source, raw, ("storage",), "busy_timeout", STORAGE_DEFAULTS.busy_timeout
             ),
             max_size=max_size,
+            **self.postgres(source, raw),
         )
+
+    def postgres(self, source: Source, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The PostgreSQL settings of `storage` (several replicas on one database)."""
+        backend = str(raw.get("backend", STORAGE_DEFAULTS.backend))
+        dsn = str(raw.get("dsn") or "")
+        pool = raw.get("pool") or {}
+        pool_min = int(pool.get("min", STORAGE_DEFAULTS.pool_min))
+        pool_max = int(pool.get("max", STORAGE_DEFAULTS.pool_max))
+        if backend == "postgres" and not dsn:
+            self.report.error(
+                source,
+                ("storage", "backend"),
+                'backend postgres needs storage.dsn (e.g. "${DATABASE_URL}" or'
+                ' "${file:/run/secrets/db-url}")',
+            )
+        elif backend == "postgres" and not dsn.startswith(("postgres://", "postgresql://")):
+            # the value is a secret: say what is wrong with it, never what it is
+            self.report.error(
+                source, ("storage", "dsn"), "must be a postgresql://user:password@host/db URL"
+            )
+        if backend != "postgres":
+            for key in ("dsn", "pool"):
+                if key in raw:
+                    self.report.error(
+                        source, ("storage", key), "only used with storage.backend: postgres"
+                    )
+        if "min" in pool and "max" in pool and pool_min > pool_max:
+            self.report.error(
+                source, ("storage", "pool", "min"), f"must not exceed pool.max ({pool_max})"
+            )
+        return {
+            "backend": backend,
+            "dsn": Secret(dsn) if dsn else None,
+            "pool_min": min(pool_min, pool_max),
+            "pool_max": pool_max,
+            "connect_timeout": self.duration(
+                source, raw, ("storage",), "connect_timeout", STORAGE_DEFAULTS.connect_timeout
+            ),
+            "lease_margin": self.duration(
+                source, raw, ("storage",), "lease_margin", STORAGE_DEFAULTS.lease_margin
+            ),
+        }
 
     def logging(self, raw: Mapping[str, Any]) -> LoggingConfig:
         return LoggingConfig(

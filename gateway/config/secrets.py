@@ -30,6 +30,7 @@ GATEWAY_SECRETS: tuple[KeyPath, ...] = (
     ("auth", "basic", "*", "password"),
     ("auth", "bearer", "*"),
     ("auth", "headers", "*", "value"),
+    ("storage", "dsn"),  # postgresql://user:PASSWORD@host/db
 )
 #: top-level keys whose shape the schema fixes: only declared settings hold secrets there
 SECTIONS = frozenset(
@@ -77,6 +78,9 @@ PLAIN_KEYS = frozenset(
         "rules_files",
         "unmatched",
         "rate_limit",
+        "backend",
+        "connect_timeout",
+        "lease_margin",
     }
 )
 
@@ -87,7 +91,7 @@ def register_value(
     """Register the credentials in one string value: `written` as in the file, `text` after
     interpolation, `substituted` the values `${...}` put in; `data` is the whole file."""
     if is_secret(path, text, data) or written.lstrip().startswith("${file:"):
-        redactor.register(text, *substituted)
+        redactor.register(text, *substituted, *_url_password(text))
     # values from the environment or files are secret wherever they are used (a script
     # argument, a body template), except under keys that never hold one (a host name
     # masked in every log line helps nobody); defaults written in the file are not
@@ -151,6 +155,13 @@ def _matches(pattern: KeyPath, path: KeyPath) -> bool:
         want == got or (want == "*" and isinstance(got, int))
         for want, got in zip(pattern, path, strict=True)
     )
+
+
+def _url_password(text: str) -> tuple[str, ...]:
+    """The password inside a URL (a DSN): masked alone too, wherever it is printed apart
+    from the rest (a driver's message, a URL rebuilt with another host)."""
+    match = re.match(r"^[a-z][a-z0-9+.-]*://[^:/@]*:([^@/]+)@", text.strip(), re.I)
+    return (match.group(1),) if match else ()
 
 
 def _last_key(path: KeyPath) -> str:

@@ -4,12 +4,16 @@ The schedule lives in the database, never only in memory: a dispatcher asks the 
 due deliveries per destination (respecting journey order), hands them to that destination's
 lane (its own workers, concurrency and rate limit, so a slow destination never delays the
 others), and each attempt's outcome is committed before the delivery can be picked again.
+On a store shared by several replicas, what `due` returns is claimed by this replica (see
+claims.py): the claim is kept alive while the attempt runs, its fencing token goes with
+the outcome, and an outcome the store refuses (the claim was lost) is only logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from gateway.delivery.attempt import Attempter
+from gateway.delivery.claims import ClaimKeeper, ClusterRateLimiter, attempt_timeout
 from gateway.delivery.lanes import Lane, RateLimiter
 from gateway.destinations.base import Destination
 from gateway.errors import StoreError
@@ -71,6 +76,8 @@ class DeliveryEngine:
         self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
         self._retired: list[asyncio.Task[None]] = []  # workers of lanes removed by a reload
         self._recorder: asyncio.Task[None] | None = None
+        self._claims = ClaimKeeper(store)
+        self._dropped: set[int] = set()  # claimed, then dropped at shutdown without an outcome
 
     def wake(self, destinations: Iterable[str] | None = None) -> None:
         """New deliveries are committed (for these destinations, or any)."""
@@ -88,6 +95,7 @@ class DeliveryEngine:
 
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="delivery-dispatcher")
+        self._claims.start()
 
     async def stop(self, grace: float) -> None:
         """Stop dispatching; give attempts in progress `grace` seconds, then cancel them.
@@ -106,6 +114,7 @@ class DeliveryEngine:
                 if job is not None:
                     self._inflight.discard(job.id)
                     lane.ids.discard(job.id)
+                    self._dropped.add(job.id)
             for _ in lane.workers:
                 lane.queue.put_nowait(None)
             workers += lane.workers
@@ -121,6 +130,7 @@ class DeliveryEngine:
                 )
         if self._recorder is not None:
             await asyncio.wait([self._recorder], timeout=5)  # outcomes already known get written
+        await self._claims.stop(self._dropped)  # another replica takes them at once
 
     # ---- dispatch ----------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
@@ -161,12 +171,18 @@ class DeliveryEngine:
             if free <= 0:
                 continue  # a finishing worker marks the lane dirty again
             self._finished_during_query.clear()
-            rows = await self._store.due(
-                name, now, free, lane.destination.policy.ordered, exclude=lane.ids
-            )
+            ordered = lane.destination.policy.ordered
+            if self._store.shared:  # claims: the lease must outlast one attempt
+                timeout = attempt_timeout(lane.destination)
+                rows = await self._store.due(
+                    name, now, free, ordered, exclude=lane.ids, attempt_timeout=timeout
+                )
+            else:
+                rows = await self._store.due(name, now, free, ordered, exclude=lane.ids)
             for row in rows:
                 if row.id in self._inflight or row.id in self._finished_during_query:
                     continue
+                self._claims.hold(row, lane.destination)
                 self._inflight.add(row.id)
                 lane.ids.add(row.id)
                 lane.queue.put_nowait(row)
@@ -181,7 +197,11 @@ class DeliveryEngine:
             if lane.destination is not destination:
                 lane.destination = destination
             if lane.limiter.rate != destination.policy.rate_limit:
-                lane.limiter = RateLimiter(destination.policy.rate_limit)
+                lane.limiter = (
+                    ClusterRateLimiter(destination.policy.rate_limit, self._store, name)
+                    if self._store.shared
+                    else RateLimiter(destination.policy.rate_limit)
+                )
             lane.workers = [w for w in lane.workers if not w.done()]
             active = len(lane.workers) - lane.retiring
             wanted = destination.policy.concurrency
@@ -236,9 +256,11 @@ class DeliveryEngine:
                         reason="internal",
                         next_attempt_at=self._clock() + max(policy.backoff.max, 1.0),
                     )
+                record = dataclasses.replace(record, claim=job.claim)
             finally:
                 lane.busy -= 1
                 if record is None:  # cancelled at shutdown: no outcome, it stays pending
+                    self._dropped.add(job.id)
                     self._release(lane, job.id, None)
                 else:
                     # The worker moves on at once; the delivery stays in flight until its
@@ -274,7 +296,7 @@ class DeliveryEngine:
         while self._records:
             batch, self._records = self._records, []
             try:
-                await self._store.record([record for record, _ in batch])
+                refused = await self._store.record([record for record, _ in batch])
             except StoreError as exc:
                 # An outcome that cannot be stored must not be forgotten: its delivery would
                 # look untouched and be sent again at once. Keep it (and the delivery in
@@ -290,6 +312,17 @@ class DeliveryEngine:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            for record, _ in batch:
+                self._claims.done(record.delivery_id)
+            if refused:
+                # a replay or expiry meanwhile, or (shared store) a claim this replica lost
+                # after stalling past its lease: the outcome of whoever holds it now counts
+                log_fields(
+                    log,
+                    logging.WARNING,
+                    "delivery outcomes refused",
+                    {"deliveries": sorted(refused), "reason": "not_claimed"},
+                )
             for _, future in batch:
                 if not future.done():  # its worker may have been cancelled at shutdown
                     future.set_result(None)

@@ -7,8 +7,9 @@ recorded only while it is still pending (a replay or expiry meanwhile wins); eve
 is a `StoreError` whose `reason` says what went wrong (`locked`, `full`, `read_only`, ...).
 
 Claims. A store `shared` by several processes (PostgreSQL) claims what `due` returns: each
-row carries a fencing token (`DueDelivery.claim`) and a lease of `lease` seconds; nobody
-else gets it until the lease expires; `extend_leases` keeps it while the attempt runs;
+row carries a fencing token (`DueDelivery.claim`) and a lease that outlasts an attempt of
+`attempt_timeout` seconds by the store's margin; nobody else gets it until the lease expires;
+`extend_leases` keeps it while the attempt runs;
 `record` applies an outcome only with the current token and returns the ids it refused.
 Rate limits are reserved in the store (`reserve_rate_slot`) so they hold for the cluster.
 A store used by one process (SQLite) implements the same calls trivially: its one engine
@@ -68,13 +69,15 @@ class Store(Protocol):
         ordered: bool,
         exclude: Iterable[int] = (),
         *,
-        lease: float | None = None,
+        attempt_timeout: float = 0.0,
     ) -> list[DueDelivery]: ...
     async def record(self, records: Sequence[AttemptRecord]) -> set[int]:
         """The ids whose outcome was refused (claim lost, replayed or expired meanwhile)."""
 
-    async def extend_leases(self, claims: Sequence[tuple[int, int]], lease: float) -> set[int]:
-        """(delivery id, token) claims pushed `lease` seconds ahead; the ids no longer ours."""
+    async def extend_leases(
+        self, claims: Sequence[tuple[int, int]], attempt_timeout: float
+    ) -> set[int]:
+        """(delivery id, token) claims made to outlast `attempt_timeout` again; the ids not ours."""
 
     async def release(self, claims: Sequence[tuple[int, int]]) -> None:
         """Claims given back without an outcome (shutdown): due again at once."""

@@ -49,11 +49,11 @@ async def test_concurrent_claims_from_two_replicas_never_overlap(replica: Replic
 
 
 async def test_a_late_outcome_from_an_overtaken_replica_is_refused(replica: Replicas) -> None:
-    a, b = await replica(), await replica()
+    a, b = await replica(lease_margin=0.5), await replica()
     await accept(a, "fence-1")
-    (first,) = await a.due("svc", time.time() + 1, 10, True, lease=0.2)
+    (first,) = await a.due("svc", time.time() + 1, 10, True, attempt_timeout=0.5)
     assert await b.due("svc", time.time() + 1, 10, True) == []  # a's lease is live
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.2)
     (second,) = await b.due("svc", time.time() + 1, 10, True)
     assert second.id == first.id and second.claim > first.claim
     assert await a.extend_leases([(first.id, first.claim)], 30) == {first.id}
@@ -65,11 +65,11 @@ async def test_a_late_outcome_from_an_overtaken_replica_is_refused(replica: Repl
 
 
 async def test_an_extended_lease_keeps_the_claim(replica: Replicas) -> None:
-    a, b = await replica(), await replica()
+    a, b = await replica(lease_margin=0.5), await replica()
     await accept(a, "keep-1")
-    (job,) = await a.due("svc", time.time() + 1, 10, True, lease=0.3)
+    (job,) = await a.due("svc", time.time() + 1, 10, True, attempt_timeout=0.5)
     assert await a.extend_leases([(job.id, job.claim)], 30) == set()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)
     assert await b.due("svc", time.time() + 1, 10, True) == []
     await a.release([(job.id, job.claim)])
     assert [d.id for d in await b.due("svc", time.time() + 1, 10, True)] == [job.id]

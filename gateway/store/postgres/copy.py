@@ -48,6 +48,18 @@ def _source(path: Path) -> sqlite3.Connection:
     return conn
 
 
+async def copy_store(path: Path, dsn: str) -> Copied:
+    """Open the PostgreSQL store at `dsn` (migrating it), copy `path` into it, close it."""
+    from gateway.store.postgres import PostgresStore
+
+    target = PostgresStore(dsn, pool_min=1, pool_max=2, connect_timeout=10.0)
+    await target.open()
+    try:
+        return await copy_from_sqlite(path, target)
+    finally:
+        await target.close()
+
+
 async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
     source = _source(path)
     events = deliveries = attempts = skipped = 0
@@ -111,10 +123,11 @@ async def _copy_chunk(
     if old:
         new = await conn.fetch(
             "INSERT INTO deliveries (event_row, destination, rule, journey_key, status, attempts,"
-            " attempt_base, queued_at, next_attempt_at, updated_at, reason, last_error)"
+            " attempt_base, queued_at, next_attempt_at, updated_at, reason, last_error,"
+            " first_queued_at)"
             " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
             " $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], $11::text[],"
-            " $12::text[]) ON CONFLICT (event_row, destination) DO NOTHING"
+            " $12::text[], $13::float8[]) ON CONFLICT (event_row, destination) DO NOTHING"
             " RETURNING id, event_row, destination",
             [event_row[d["event_row"]] for d in old],
             [d["destination"] for d in old],
@@ -128,6 +141,7 @@ async def _copy_chunk(
             [d["updated_at"] for d in old],
             [clean(d["reason"]) for d in old],
             [clean(d["last_error"]) for d in old],
+            [d["first_queued_at"] for d in old],
         )
         by_pair = {(event_row[d["event_row"]], d["destination"]): d["id"] for d in old}
         copied_deliveries = {by_pair[(n["event_row"], n["destination"])]: n["id"] for n in new}

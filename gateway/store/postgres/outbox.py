@@ -24,7 +24,7 @@ from typing import Any
 from gateway.events import Event
 from gateway.store.postgres.connection import PostgresConnection
 from gateway.store.postgres.writer import IngestJob, IngestWriter, clean
-from gateway.store.records import Accepted, AttemptRecord, DueDelivery
+from gateway.store.records import Accepted, AttemptRecord, DueDelivery, Requeued
 
 #: the database clock, in the epoch seconds every time column holds
 DB_NOW = "extract(epoch from clock_timestamp())"
@@ -101,10 +101,10 @@ class PostgresOutbox(PostgresConnection):
         ordered: bool,
         exclude: Iterable[int] = (),
         *,
-        lease: float | None = None,
+        attempt_timeout: float = 0.0,
     ) -> list[DueDelivery]:
-        """Claim up to `limit` due deliveries for `lease` seconds (the destination's attempt
-        timeout plus a margin when the engine asks; the store's margin alone otherwise)."""
+        """Claim up to `limit` due deliveries; the lease outlasts an attempt of
+        `attempt_timeout` seconds by the store's margin (`storage.lease_margin`)."""
         order_clause = (
             " AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending'"
             " AND p.destination = d.destination AND p.journey_key = d.journey_key"
@@ -128,7 +128,7 @@ class PostgresOutbox(PostgresConnection):
             sorted(exclude),
             limit,
             self.owner,
-            lease if lease is not None else self.lease_margin,
+            attempt_timeout + self.lease_margin,
         )
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
         return [
@@ -146,9 +146,11 @@ class PostgresOutbox(PostgresConnection):
             for r in rows
         ]
 
-    async def extend_leases(self, claims: Sequence[tuple[int, int]], lease: float) -> set[int]:
-        """Push the expiry of these (delivery id, token) claims `lease` seconds from now;
-        the ids whose claim is no longer ours (overtaken, replayed, finished)."""
+    async def extend_leases(
+        self, claims: Sequence[tuple[int, int]], attempt_timeout: float
+    ) -> set[int]:
+        """Push the expiry of these (delivery id, token) claims to `attempt_timeout` plus the margin
+        from now; the ids whose claim is no longer ours (overtaken, replayed, finished)."""
         if not claims:
             return set()
         rows = await self.fetch(
@@ -158,7 +160,7 @@ class PostgresOutbox(PostgresConnection):
             " RETURNING d.id",
             [delivery for delivery, _ in claims],
             [token for _, token in claims],
-            lease,
+            attempt_timeout + self.lease_margin,
         )
         return {delivery for delivery, _ in claims} - {r["id"] for r in rows}
 
@@ -286,6 +288,20 @@ class PostgresOutbox(PostgresConnection):
         destination: str | None = None,
         since: float | None = None,
     ) -> int:
+        requeued = await self.requeue(
+            delivery_id=delivery_id, event=event, dead=dead, destination=destination, since=since
+        )
+        return len(requeued)
+
+    async def requeue(
+        self,
+        *,
+        delivery_id: int | None = None,
+        event: str | None = None,
+        dead: bool = False,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> list[Requeued]:
         """Re-queue matching deliveries; pending ones are made due now, never duplicated (a
         claimed one keeps its claim: the attempt in flight decides)."""
         now = time.time()
@@ -314,16 +330,19 @@ class PostgresOutbox(PostgresConnection):
                 "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = $1,"
                 " updated_at = $1,"
                 " attempt_base = CASE WHEN status = 'pending' THEN attempt_base ELSE attempts END,"
+                " first_queued_at = CASE WHEN status = 'pending' THEN first_queued_at"
+                " ELSE coalesce(first_queued_at, queued_at) END,"
                 " queued_at = CASE WHEN status = 'pending' THEN queued_at ELSE $1 END,"
                 " reason = CASE WHEN status = 'pending' THEN reason ELSE NULL END"
-                " WHERE " + " AND ".join(where) + " RETURNING d.destination",
+                " WHERE " + " AND ".join(where) + " RETURNING d.id, d.event_row, d.destination",
                 *params,
             )
             if rows:
                 await self.notify(conn, {r["destination"] for r in rows})
-        if rows:
-            self._made_due(None)
-        return len(rows)
+        requeued = sorted(Requeued(r["id"], r["event_row"], r["destination"]) for r in rows)
+        if requeued:
+            self._made_due({r.destination for r in requeued})
+        return requeued
 
     async def add_routes(self, additions: Iterable[tuple[int, str, str | None, str | None]]) -> int:
         """(event_row, destination, rule, journey_key) rows; existing pairs are left alone."""

@@ -95,7 +95,8 @@ class PostgresQueries(PostgresConnection):
         )
         rows = await self.fetch(
             "SELECT d.id, d.event_row, e.dedupe_key, e.event_type, d.destination, d.rule,"
-            " d.journey_key, d.status, d.attempts, d.queued_at, d.next_attempt_at, d.updated_at,"
+            " d.journey_key, d.status, d.attempts, d.queued_at, d.first_queued_at,"
+            " d.next_attempt_at, d.updated_at,"
             " d.reason, d.last_error"
             f" FROM deliveries d JOIN events e ON e.id = d.event_row WHERE {where}"
             f" ORDER BY d.id DESC LIMIT ${len(params) + 1}",

@@ -48,6 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
         attempts        integer NOT NULL DEFAULT 0,
         attempt_base    integer NOT NULL DEFAULT 0,
         queued_at       double precision NOT NULL,
+        first_queued_at double precision,   -- kept when a replay restarts queued_at
         next_attempt_at double precision NOT NULL,
         updated_at      double precision NOT NULL,
         reason          text,

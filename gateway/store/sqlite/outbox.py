@@ -169,11 +169,11 @@ class SqliteOutbox(SqliteConnection):
         ordered: bool,
         exclude: Iterable[int] = (),
         *,
-        lease: float | None = None,
+        attempt_timeout: float = 0.0,
     ) -> list[DueDelivery]:
         """Pending deliveries due by `now`, oldest first; with `ordered`, only the first
         pending one of each journey. `exclude`: ids already in flight (not fetched again).
-        No claim is taken (`lease` is ignored): one process, one engine, which never hands
+        No claim is taken (`attempt_timeout` is ignored): one process, one engine, which never hands
         out a delivery it has in flight."""
         skip = json.dumps(sorted(exclude))
         order_clause = (
@@ -211,7 +211,9 @@ class SqliteOutbox(SqliteConnection):
         return await self.write(lambda conn: _record_attempts(conn, records, now))
 
     # one process: claims are always its own, so these are trivially true
-    async def extend_leases(self, claims: Sequence[tuple[int, int]], lease: float) -> set[int]:
+    async def extend_leases(
+        self, claims: Sequence[tuple[int, int]], attempt_timeout: float
+    ) -> set[int]:
         return set()
 
     async def release(self, claims: Sequence[tuple[int, int]]) -> None:
