@@ -40,6 +40,7 @@ log = logging.getLogger("gateway.delivery")
 POLL_INTERVAL = 1.0  # picks up deliveries queued by another process (the CLI's replay)
 MIN_PASS_INTERVAL = 0.002
 EXPIRE_INTERVAL = 30.0
+STOP_DISPATCH_WAIT = 5.0
 
 
 class DeliveryEngine:
@@ -104,6 +105,10 @@ class DeliveryEngine:
             return
         self._stopping = True
         if self._dispatcher is not None:
+            # let a pass in progress finish: a `due` cancelled mid-query may have claimed
+            # rows (shared store) that this engine would then never see, nor release
+            self._wake.set()
+            await asyncio.wait([self._dispatcher], timeout=STOP_DISPATCH_WAIT)
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
@@ -146,6 +151,8 @@ class DeliveryEngine:
                 log_fields(log, logging.ERROR, "delivery dispatch failed", {"reason": exc.reason})
             except Exception:
                 log.exception("delivery dispatcher error")
+            if self._stopping:
+                return
             timeout = POLL_INTERVAL
             if self._next_wake is not None:
                 timeout = min(timeout, max(0.0, self._next_wake - self._clock()))
