@@ -105,7 +105,10 @@ def _log_started(config: Config, watch: bool) -> None:
             "fields": {
                 "listen": f"{config.server.host}:{config.server.port}{config.server.path}",
                 "admin": f"{config.admin.host}:{config.admin.port}",
-                "store": str(config.storage.path),
+                # postgres: the backend's name only, the DSN carries the password
+                "store": "postgres"
+                if config.storage.backend == "postgres"
+                else str(config.storage.path),
                 "rules": len(config.rules),
                 "destinations": len(config.destinations),
                 "watch": watch,

@@ -41,7 +41,8 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 CommitListener = Callable[[Iterable[str] | None], None]
 
-#: NOTIFY channel: the payload is the destinations made due, one per line ("" = any)
+#: NOTIFY channel: the payload is the sender's owner id, then the destinations made due,
+#: one per line (none: any destination)
 CHANNEL = "idwise_gateway_due"
 NOTIFY_LIMIT = 7000  # PostgreSQL caps a payload at 8000 bytes
 STATEMENT_TIMEOUT = 30.0
@@ -169,10 +170,11 @@ class PostgresConnection:
 
     async def notify(self, conn: Connection, destinations: Iterable[str] | None) -> None:
         """Inside a transaction: other replicas hear it when (and only if) it commits."""
-        payload = "" if destinations is None else "\n".join(sorted(set(destinations)))
-        if len(payload.encode()) > NOTIFY_LIMIT:
-            payload = ""
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        names = "" if destinations is None else "\n".join(sorted(set(destinations)))
+        if len(names.encode()) > NOTIFY_LIMIT:
+            names = ""
+        # the owner first: a replica skips its own (it woke its engine at commit already)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{self.owner}\n{names}")
 
     # ---- wake-ups from other replicas --------------------------------------------------
     async def _listen_forever(self) -> None:
@@ -207,5 +209,6 @@ class PostgresConnection:
         raise AssertionError("unreachable: stop_never")
 
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        text = str(payload)
-        self._made_due(text.split("\n") if text else None)
+        owner, _, names = str(payload).partition("\n")
+        if owner != self.owner:
+            self._made_due(names.split("\n") if names else None)
