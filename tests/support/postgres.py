@@ -7,7 +7,6 @@ silently skipped PostgreSQL suite would hide every bug of that backend.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
