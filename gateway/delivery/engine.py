@@ -304,15 +304,17 @@ class DeliveryEngine:
             batch, self._records = self._records, []
             try:
                 refused = await self._store.record([record for record, _ in batch])
-            except StoreError as exc:
+            except Exception as exc:
                 # An outcome that cannot be stored must not be forgotten: its delivery would
                 # look untouched and be sent again at once. Keep it (and the delivery in
-                # flight) and retry until the store takes it.
+                # flight) and retry until the store takes it. Any exception: a recorder that
+                # died would leave its deliveries in flight for good.
+                reason = exc.reason if isinstance(exc, StoreError) else type(exc).__name__
                 log_fields(
                     log,
                     logging.ERROR,
                     "cannot record attempts; retrying",
-                    {"reason": exc.reason, "waiting": len(batch)},
+                    {"reason": reason, "waiting": len(batch)},
                 )
                 self._records[:0] = batch
                 await asyncio.sleep(delay)

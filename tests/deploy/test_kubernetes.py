@@ -109,9 +109,10 @@ def gateway_container(deployment: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def test_the_three_manifests_exist() -> None:
+def test_the_manifests_exist() -> None:
     assert [p.name for p in MANIFESTS] == [
         "kubernetes-config.yaml",
+        "kubernetes-postgres.yaml",
         "kubernetes-sidecar.yaml",
         "kubernetes.yaml",
     ]

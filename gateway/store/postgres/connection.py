@@ -144,10 +144,22 @@ class PostgresConnection:
             raise StoreError("unavailable", "store not open")
         try:
             async with self._pool.acquire(timeout=10.0) as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions.InternalClientError:
+                    # the protocol lost track of the connection's state (seen when the server
+                    # shuts down mid-statement): never hand this connection out again
+                    conn.terminate()
+                    raise
         except StoreError:
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             raise store_error(exc) from None
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -191,7 +203,7 @@ class PostgresConnection:
                 while not conn.is_closed():
                     await asyncio.sleep(LISTEN_CHECK)
                     await conn.execute("SELECT 1")  # notices a dead server within a second
-            except (*PG_ERRORS, TimeoutError):
+            except Exception:  # whatever broke the connection: reconnect, never stop listening
                 log_fields(log, logging.WARNING, "store listener lost", {"reason": "unavailable"})
             finally:
                 with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,  # a connection whose protocol state broke
 )
 
 
