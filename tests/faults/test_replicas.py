@@ -28,7 +28,15 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.faults.support import Load, RecordingSink, SinkLoop, event_bytes, wait_for
+from tests.faults.support import (
+    Load,
+    RecordingSink,
+    SinkLoop,
+    event_bytes,
+    exchange,
+    request_bytes,
+    wait_for,
+)
 from tests.helpers import GatewayProcess, Received, base_config, get, post, write_config
 from tests.support.postgres import PASSWORD, PostgresServer, make_server, remove_server
 
@@ -222,6 +230,12 @@ def test_postgres_restarted_under_load_only_503s_while_down_then_nothing_lost(
                     lambda r=replica: get(r.base + "/readyz")[0] == 503, 15, "readyz 503 while down"
                 )
                 assert get(replica.base + "/healthz")[0] == 200
+                body = event_bytes(
+                    "Finished Journey", f"while-down-{replica.config['server']['port']}"
+                )
+                answer = exchange(replica.config["server"]["port"], request_bytes(body))
+                assert answer is not None and answer.status == 503
+                assert int(answer.headers["retry-after"]) > 0  # IDWise retries later
             load.wait_for(10)  # requests keep coming while it is down
             up_at = time.monotonic()
             own_server.start()
