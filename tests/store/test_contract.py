@@ -187,3 +187,19 @@ async def test_import_events_skips_duplicates(store: Store) -> None:
     assert await store.import_events(batch, time.time(), destination="svc") == 2
     assert await store.import_events(batch, time.time(), destination="svc") == 0
     assert {d["status"] for d in await store.list_deliveries()} == {"delivered"}
+
+
+async def test_requeue_says_what_it_queued_and_keeps_the_first_queued_time(store: Store) -> None:
+    row = await accept(store, "q-1", "a", "b")
+    for due in [*await store.due("a", time.time() + 1, 10, True)]:
+        await store.record(
+            [AttemptRecord(due.id, 1, time.time(), 0.1, "dead", reason="x", claim=due.claim)]
+        )
+    (dead,) = await store.list_deliveries(status="dead")
+    requeued = await store.requeue(dead=True)
+    assert [(r.delivery_id, r.event_row, r.destination) for r in requeued] == [
+        (dead["id"], row, "a")
+    ]
+    (again,) = [d for d in await store.list_deliveries() if d["id"] == dead["id"]]
+    assert again["status"] == "pending"
+    assert again["first_queued_at"] == dead["queued_at"] <= again["queued_at"]

@@ -70,15 +70,15 @@ async def test_the_cli_reads_and_replays_a_postgres_store(
         await store.close()
     (listed,) = cli(tmp_path, "events", "list", "--json")
     assert listed["dedupe_key"] == "cli-1"
-    shown = cli(tmp_path, "events", "show", "cli-1")
-    assert json.loads(shown)["payload"]["body"]["eventId"] == "cli-1"
+    shown = cli(tmp_path, "events", "show", "cli-1", "--json")
+    assert shown["payload"]["body"]["eventId"] == "cli-1"
     (delivery,) = cli(tmp_path, "deliveries", "list", "--json", "--destination", "a")
     assert delivery["status"] == "pending"
     assert "re-queued 1 delivery" in cli(tmp_path, "replay", "--delivery", str(delivery["id"]))
     # --reroute: rules now also send to b; only the new destination is queued
     config["rules"] = [{"name": "to-a-and-b", "to": ["a", "b"]}]
     write_config(tmp_path, config)
-    out = cli(tmp_path, "replay", "--reroute", "--event", "cli-1")
+    out = cli(tmp_path, "replay", "--reroute", "--event-id", "cli-1")
     assert "1 new delivery(ies) queued" in out
     rows = cli(tmp_path, "deliveries", "list", "--json")
     assert sorted(r["destination"] for r in rows) == ["a", "b"]
