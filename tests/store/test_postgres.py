@@ -16,7 +16,7 @@ from gateway.errors import StoreError
 from gateway.store import AttemptRecord
 from gateway.store.postgres import MIGRATIONS, PostgresStore
 from tests.store.conftest import postgres_store
-from tests.store.test_contract import accept, delivered
+from tests.store.test_contract import accept, delivered, event
 from tests.support.postgres import PASSWORD
 
 Replicas = Callable[..., Awaitable[PostgresStore]]
@@ -167,3 +167,26 @@ async def test_wrong_credentials_are_named_without_the_password(postgres_server:
         await PostgresStore(dsn, connect_timeout=1).open()
     assert caught.value.reason == "auth"
     assert "wrong-password-123" not in str(caught.value)
+
+
+async def test_retention_never_prunes_an_event_a_replay_is_requeueing(
+    replica: Replicas, postgres_dsn: str
+) -> None:
+    store = await replica()
+    old = time.time() - 7200
+    await store.accept(event("old-1"), [("svc", "r")], ["r"], None, {}, old)
+    (due,) = await store.due("svc", time.time() + 1, 10, True)
+    await store.record([delivered(due.id, claim=due.claim)])
+    # another process replays it, and has not committed yet when retention runs
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        replay = conn.transaction()
+        await replay.start()
+        await conn.execute("UPDATE deliveries SET status = 'pending' WHERE id = $1", due.id)
+        pruning = asyncio.create_task(store.prune(time.time() - 3600))
+        await asyncio.sleep(0.5)  # retention now waits for the replay's row lock
+        await replay.commit()
+        assert await pruning == 0
+    finally:
+        await conn.close()
+    assert [e["dedupe_key"] for e in await store.list_events()] == ["old-1"]

@@ -24,6 +24,18 @@ class PostgresRetention(PostgresConnection):
             ]
             if not ids:
                 return 0
+            # a replay may have made one of their deliveries pending since: lock them and
+            # keep only the events that still have none (a replay of an old event wins)
+            # (every one of their deliveries locked, whatever its status: FOR UPDATE waits for
+            # a replay in progress and then returns the row as that replay left it)
+            locked = await conn.fetch(
+                "SELECT event_row, status FROM deliveries WHERE event_row = ANY($1::bigint[])"
+                " FOR UPDATE",
+                ids,
+            )
+            ids = sorted(set(ids) - {r["event_row"] for r in locked if r["status"] == "pending"})
+            if not ids:
+                return 0
             await conn.execute(
                 "DELETE FROM attempts WHERE delivery_id IN"
                 " (SELECT id FROM deliveries WHERE event_row = ANY($1::bigint[]))",
