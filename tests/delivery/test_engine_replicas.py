@@ -19,9 +19,10 @@ from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
 from gateway.events import parse_event
 from gateway.store.postgres import PostgresStore
-from tests.delivery.support import payload
-from tests.helpers import Received, Sink, base_config, write_config
 from tests.store.conftest import postgres_store
+from tests.support.config import base_config, write_config
+from tests.support.payloads import payload
+from tests.support.sinks import Received, Sink
 
 
 @dataclass
@@ -111,7 +112,7 @@ async def test_two_replicas_send_every_delivery_once_and_never_together(
         async with replicas(tmp_path, postgres_dsn, server.url, concurrency=8) as pair:
             stores = [store for store, _ in pair]
             for i in range(120):
-                event = parse_event(payload(f"once-{i}", journey=f"j-{i % 30}"))
+                event = parse_event(payload(event_id=f"once-{i}", journey=f"j-{i % 30}"))
                 await stores[i % 2].accept(event, [("svc", "all")], ["all"], None, {})
 
             async def all_delivered() -> bool:
@@ -138,7 +139,7 @@ async def test_a_rate_limit_holds_for_the_cluster(tmp_path: Path, postgres_dsn: 
         ) as pair:
             stores = [store for store, _ in pair]
             for i in range(16):
-                event = parse_event(payload(f"rate-{i}", journey=f"r-{i}"))
+                event = parse_event(payload(event_id=f"rate-{i}", journey=f"r-{i}"))
                 await stores[i % 2].accept(event, [("svc", "all")], ["all"], None, {})
             await server.wait_for(16, timeout=30)
             owners = await stores[0].fetch("SELECT DISTINCT claim_owner FROM attempts")
@@ -160,7 +161,7 @@ async def test_a_stopping_replica_hands_its_claims_over(tmp_path: Path, postgres
         ) as (first,):  # fmt: skip
             store, _ = first
             for i in range(5):
-                event = parse_event(payload(f"hand-{i}", journey=f"h-{i}"))
+                event = parse_event(payload(event_id=f"hand-{i}", journey=f"h-{i}"))
                 await store.accept(event, [("svc", "all")], ["all"], None, {})
             await server.wait_for(1, timeout=10)
         # stopped with claimed deliveries still queued: released, so another replica sends

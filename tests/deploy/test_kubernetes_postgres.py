@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import DEPLOY
-from tests.helpers import run_cli
+from tests.support.config import DEPLOY
+from tests.support.process import run_cli
 
 MANIFEST = DEPLOY / "kubernetes-postgres.yaml"
 SECRETS_DIR = "/run/secrets/idwise-gateway"

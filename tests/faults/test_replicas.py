@@ -28,17 +28,14 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.faults.support import (
-    Load,
-    RecordingSink,
-    SinkLoop,
-    event_bytes,
-    exchange,
-    request_bytes,
-    wait_for,
-)
-from tests.helpers import GatewayProcess, Received, base_config, get, post, write_config
+from tests.support.config import base_config, write_config
+from tests.support.load import Load
+from tests.support.payloads import payload
 from tests.support.postgres import PASSWORD, PostgresServer, make_server, remove_server
+from tests.support.process import GatewayProcess, get, post
+from tests.support.raw_http import exchange, request_bytes
+from tests.support.sinks import Received, Sink, SinkLoop
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +48,8 @@ FAST = {
 
 
 @dataclass
-class OverlapSink(RecordingSink):
-    """A RecordingSink that holds each answer `hold` seconds (`first_hold` for the very first
+class OverlapSink(Sink):
+    """A Sink that holds each answer `hold` seconds (`first_hold` for the very first
     request) and records deliveries that arrive while an earlier arrival of the same
     Idempotency-Key is still being answered."""
 
@@ -80,8 +77,10 @@ class OverlapSink(RecordingSink):
 
 
 def start_sink(sinks: SinkLoop, **kwargs: Any) -> OverlapSink:
-    sink = OverlapSink(**kwargs)
-    sinks.run(sink.start())
+    async def make() -> OverlapSink:  # on the sinks' loop, which its Event belongs to
+        return await OverlapSink(**kwargs).start()
+
+    sink: OverlapSink = sinks.run(make())
     sinks.sinks.append(sink)
     return sink
 
@@ -146,7 +145,7 @@ def assert_all_delivered(dsn: str, sink: OverlapSink, timeout: float = 60.0) -> 
         return stored_keys(dsn) - set(sink.delivered("a"))
 
     try:
-        wait_for(lambda: not missing(), timeout, "every stored event delivered")
+        wait_until(lambda: not missing(), timeout, "every stored event delivered")
     except AssertionError:
         statuses = query(dsn, "SELECT status, count(*) FROM deliveries GROUP BY status")
         raise AssertionError(
@@ -226,23 +225,24 @@ def test_postgres_restarted_under_load_only_503s_while_down_then_nothing_lost(
             own_server.stop()
             down_at = time.monotonic()
             for replica in replicas:
-                wait_for(
+                wait_until(
                     lambda r=replica: get(r.base + "/readyz")[0] == 503, 15, "readyz 503 while down"
                 )
                 assert get(replica.base + "/healthz")[0] == 200
-                body = event_bytes(
-                    "Finished Journey", f"while-down-{replica.config['server']['port']}"
-                )
-                answer = exchange(replica.config["server"]["port"], request_bytes(body))
+                port = replica.config["server"]["port"]
+                body = payload("Finished Journey", event_id=f"while-down-{port}")
+                answer = exchange(port, request_bytes(body))
                 assert answer is not None and answer.status == 503
                 assert int(answer.headers["retry-after"]) > 0  # IDWise retries later
             load.wait_for(10)  # requests keep coming while it is down
             up_at = time.monotonic()
             own_server.start()
             for replica in replicas:
-                wait_for(lambda r=replica: get(r.base + "/readyz")[0] == 200, 30, "readyz again")
+                wait_until(lambda r=replica: get(r.base + "/readyz")[0] == 200, 30, "readyz again")
             start = len(load.outcomes)
-            wait_for(lambda: any(o.status == 200 for o in load.outcomes[start:]), 30, "200s again")
+            wait_until(
+                lambda: any(o.status == 200 for o in load.outcomes[start:]), 30, "200s again"
+            )
         statuses = {o.status for o in load.outcomes}
         assert statuses <= {200, 503}, load.statuses()
         acknowledged_while_down = [
@@ -268,17 +268,17 @@ def test_a_replica_frozen_past_its_lease_cannot_record_its_late_outcome(
     with cluster(
         tmp_path, postgres_dsn, sink.url_for("a"), 2, lease_margin="1s", timeout="3s"
     ) as replicas:
-        status, answer = post(replicas[0].url, event_bytes("Finished Journey", "frozen-1"))
+        status, answer = post(replicas[0].url, payload("Finished Journey", event_id="frozen-1"))
         assert (status, answer["status"]) == (200, "accepted")
-        wait_for(lambda: len(sink.received) == 1, 15, "the first send")
+        wait_until(lambda: len(sink.received) == 1, 15, "the first send")
         (owner,) = query(postgres_dsn, "SELECT claim_owner FROM deliveries")
         pids = {str(r.process.pid): r for r in replicas if r.process}
         frozen = pids[owner["claim_owner"].split(":")[1]]
         other = next(r for r in replicas if r is not frozen)
         frozen.signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: len(sink.received) == 2, 30, "the other replica's send")
-            wait_for(
+            wait_until(lambda: len(sink.received) == 2, 30, "the other replica's send")
+            wait_until(
                 lambda: (
                     query(postgres_dsn, "SELECT status FROM deliveries")[0]["status"] == "delivered"
                 ),
@@ -287,7 +287,7 @@ def test_a_replica_frozen_past_its_lease_cannot_record_its_late_outcome(
             )
         finally:
             frozen.signal(signal.SIGCONT)
-        wait_for(lambda: bool(frozen.logged("delivery outcomes refused")), 20, "refusal logged")
+        wait_until(lambda: bool(frozen.logged("delivery outcomes refused")), 20, "refusal logged")
         history = query(postgres_dsn, "SELECT outcome, claim_owner FROM attempts")
         assert len(history) == 1, history  # recorded once, by the replica holding the claim
         assert history[0]["outcome"] == "delivered"
@@ -300,7 +300,7 @@ def test_one_event_posted_to_every_replica_at_once_is_stored_once(
     tmp_path: Path, sinks: SinkLoop, postgres_dsn: str
 ) -> None:
     sink = start_sink(sinks)
-    body = event_bytes("Finished Journey", "same-everywhere")
+    body = payload("Finished Journey", event_id="same-everywhere")
     with cluster(tmp_path, postgres_dsn, sink.url_for("a"), 3) as replicas:
         barrier = threading.Barrier(30)
 
@@ -315,6 +315,6 @@ def test_one_event_posted_to_every_replica_at_once_is_stored_once(
         assert {a["eventId"] for _, a in answers} == {"same-everywhere"}
         assert query(postgres_dsn, "SELECT count(*) AS n FROM events")[0]["n"] == 1
         assert query(postgres_dsn, "SELECT count(*) AS n FROM deliveries")[0]["n"] == 1
-        wait_for(lambda: sink.delivered("a") == ["same-everywhere"], 15, "one delivery")
+        wait_until(lambda: sink.delivered("a") == ["same-everywhere"], 15, "one delivery")
         time.sleep(0.5)
         assert sink.delivered("a") == ["same-everywhere"]

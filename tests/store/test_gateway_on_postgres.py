@@ -11,11 +11,13 @@ from typing import Any
 import yaml
 
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import GatewayClient
-from tests.helpers import AUTH, Sink, base_config, run_cli, sample_with, write_config
 from tests.store.conftest import postgres_store
 from tests.store.test_contract import accept
+from tests.support.config import AUTH, base_config, write_config
+from tests.support.payloads import payload
 from tests.support.postgres import PASSWORD
+from tests.support.process import GatewayClient, run_cli
+from tests.support.sinks import Sink
 
 
 def postgres_storage(dsn: str) -> dict[str, Any]:
@@ -34,7 +36,7 @@ async def test_a_webhook_is_stored_and_delivered_through_postgres(
         destinations={"svc": http(sink.url)},
         rules=[{"name": "all", "to": ["svc"]}],
     )
-    body = sample_with("Finished Journey", eventId="pg-e2e-1")
+    body = payload("Finished Journey", event_id="pg-e2e-1")
     first = await client.post("/webhooks/idwise", data=body, headers=AUTH)
     again = await client.post("/webhooks/idwise", data=body, headers=AUTH)
     assert (first.status, (await first.json())["status"]) == (200, "accepted")

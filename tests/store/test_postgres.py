@@ -148,7 +148,7 @@ async def test_replicas_starting_together_migrate_once(postgres_dsn: str) -> Non
 
 
 async def test_an_unreachable_database_is_a_store_error_without_the_password() -> None:
-    from tests.helpers import free_port
+    from tests.support.config import free_port
 
     dsn = f"postgresql://gateway:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
     store = PostgresStore(dsn, pool_min=1, pool_max=2, connect_timeout=0.5)

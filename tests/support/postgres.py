@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.support.config import free_port
 
 TEST_USER = "idwise-test"  # the system user the server runs as when the tests run as root
 SUPERUSER = "gateway"
