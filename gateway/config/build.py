@@ -182,6 +182,7 @@ class Builder:
                     ("auth", "headers", i, "name"),
                     f"'{header['name']}' cannot carry a custom credential",
                 )
+        self._warn_non_ascii(source, raw)
         config = AuthConfig(
             basic=basic,
             bearer=bearer,
@@ -205,6 +206,30 @@ class Builder:
                 "or set allow_unauthenticated: true to accept anyone",
             )
         return config
+
+    def _warn_non_ascii(self, source: Source, raw: Mapping[str, Any]) -> None:
+        """Credentials are compared on their UTF-8 bytes; a sender that does not encode
+        non-ASCII as UTF-8 (many HTTP clients send latin-1 or refuse) can never match."""
+        values: list[tuple[KeyPath, Any]] = [
+            (("auth", "bearer", i), token) for i, token in enumerate(raw.get("bearer") or [])
+        ]
+        values += [
+            (("auth", "headers", i, "value"), header.get("value"))
+            for i, header in enumerate(raw.get("headers") or [])
+        ]
+        values += [
+            (("auth", "basic", i, key), credential.get(key))
+            for i, credential in enumerate(raw.get("basic") or [])
+            for key in ("username", "password")
+        ]
+        for path, value in values:
+            if isinstance(value, str) and not value.isascii():
+                self.report.warn(
+                    source,
+                    path,
+                    "holds non-ASCII characters: it matches only a sender that encodes it as "
+                    "UTF-8; prefer an ASCII credential",
+                )
 
     def policy(
         self,
