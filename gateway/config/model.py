@@ -63,7 +63,7 @@ class Config:
     unmatched: tuple[str, ...]
     files: tuple[Path, ...]  # every file read (config + rules files), for --watch
     rules_patterns: tuple[str, ...]  # absolute rules_files globs, so --watch sees new files
-    digest: str  # sha256 over those files' content and the resolved environment values
+    digest: str  # HMAC-SHA256 (a per-process key) over the files and the resolved values
     warnings: tuple[str, ...] = ()
     # the credentials this config brought, for everything it makes print or log
     redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)

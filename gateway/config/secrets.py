@@ -42,6 +42,7 @@ SECTIONS = frozenset(
         "delivery",
         "destinations",
         "rules_files",
+        "rules_env",
         "rules",
         "unmatched",
     }
@@ -61,8 +62,6 @@ PLAIN_KEYS = frozenset(
         "level",
         "format",
         "name",
-        "description",
-        "events",
         "type",
         "retention",
         "busy_timeout",
