@@ -19,6 +19,7 @@ from gateway.config.model import Config
 from gateway.errors import ConfigError, StoreError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.secret import Redactor
+from gateway.store import serve_lock
 from gateway.web.app import create_admin_app, create_app
 from gateway.web.keys import LIFECYCLE, RUNTIME
 
@@ -38,6 +39,22 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
     setup_logging(redactor, fmt, config.logging.level, batch=True)
     for warning in config.warnings:
         log.warning(warning)
+    lock = serve_lock(config.storage)  # one gateway per SQLite file, for this process's life
+    try:
+        lock.acquire()
+    except (StoreError, OSError) as exc:
+        log.error(
+            "cannot serve this store",
+            extra={"fields": {"error": str(exc), "path": str(config.storage.path)}},
+        )
+        return 1
+    try:
+        return await _serve(config, watch)
+    finally:
+        lock.release()
+
+
+async def _serve(config: Config, watch: bool) -> int:
     app = create_app(config)
     runners = await _listen(app, config)
     if runners is None:

@@ -147,6 +147,7 @@ class Builder:
                 source, raw, ("storage",), "busy_timeout", STORAGE_DEFAULTS.busy_timeout
             ),
             max_size=max_size,
+            min_free=self.size(source, raw, ("storage", "min_free"), STORAGE_DEFAULTS.min_free),
         )
 
     def logging(self, raw: Mapping[str, Any]) -> LoggingConfig:

@@ -41,6 +41,7 @@ class StorageConfig:
     retention: float = 30 * 86400.0
     busy_timeout: float = 5.0
     max_size: int | None = None  # bytes; the store answers 503 ("full") beyond it
+    min_free: int = 8 * 1024 * 1024  # bytes free on the file system, below which not ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class Config:
         old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)
         if old_store != (new.storage.path, new.storage.busy_timeout, new.storage.max_size):
             changes.append("storage.path/busy_timeout/max_size")
+        if self.storage.min_free != new.storage.min_free:
+            changes.append("storage.min_free")
         if self.logging != new.logging:
             changes.append("logging")
         return changes
