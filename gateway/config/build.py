@@ -108,6 +108,10 @@ class Builder:
             shutdown_grace=self.duration(
                 source, raw, ("server",), "shutdown_grace", SERVER_DEFAULTS.shutdown_grace
             ),
+            idle_timeout=self.duration(
+                source, raw, ("server",), "idle_timeout", SERVER_DEFAULTS.idle_timeout
+            ),
+            max_connections=int(raw.get("max_connections", SERVER_DEFAULTS.max_connections)),
         )
 
     def admin(self, source: Source, raw: Mapping[str, Any], server: ServerConfig) -> AdminConfig:

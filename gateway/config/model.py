@@ -26,6 +26,10 @@ class ServerConfig:
     path: str = "/webhooks/idwise"
     max_body_bytes: int = 65536
     shutdown_grace: float = 10.0
+    # a connection must complete a request head within this of opening or of its last
+    # answer (slow and idle clients), and at most this many are open at once
+    idle_timeout: float = 15.0
+    max_connections: int = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class Config:
             changes.append("server.host/server.port")
         if self.server.path != new.server.path:
             changes.append("server.path")
+        listening = (self.server.idle_timeout, self.server.max_connections)
+        if listening != (new.server.idle_timeout, new.server.max_connections):
+            changes.append("server.idle_timeout/max_connections")
         if (self.admin.host, self.admin.port) != (new.admin.host, new.admin.port):
             changes.append("admin.host/admin.port")
         old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)

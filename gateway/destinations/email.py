@@ -23,8 +23,9 @@ from gateway.destinations.base import (
     SecretKeys,
     SendContext,
     Sent,
+    local_shortage,
 )
-from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import LocalResourceError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, compile_text, one_line, render_text
 from gateway.retry import DeliveryPolicy
@@ -138,6 +139,8 @@ class EmailDestination:
         except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
             raise RetryableDeliveryError("timeout", type(exc).__name__) from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            if local_shortage(exc):
+                raise LocalResourceError("local_resources", str(exc)[:200]) from None
             # connection refused, STARTTLS unavailable or TLS failure: may heal, so retry
             raise RetryableDeliveryError("smtp_connection", str(exc)[:200]) from None
         if refused:

@@ -22,8 +22,9 @@ from gateway.destinations.base import (
     SecretKeys,
     SendContext,
     Sent,
+    local_shortage,
 )
-from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import LocalResourceError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
 from gateway.retry import DeliveryPolicy
@@ -95,6 +96,10 @@ class ScriptDestination:
                 "script_not_executable", f"cannot execute {self.command[0]}"
             ) from None
         except OSError as exc:
+            if local_shortage(exc):  # our descriptors or processes ran out, not the script
+                raise LocalResourceError(
+                    "local_resources", f"cannot start {self.command[0]}: {exc.strerror}"
+                ) from None
             raise RetryableDeliveryError("script_spawn", str(exc)) from None
         return await self._supervise(process, event.raw)
 

@@ -36,6 +36,7 @@ class AttemptRecord:
     detail: str | None = None
     output: str | None = None
     next_attempt_at: float | None = None  # for outcome == "retry"
+    counted: bool = True  # False: kept in the history, not charged to max_attempts
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -14,9 +14,10 @@ import pytest
 
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
-from tests.support.process import GatewayProcess
-from tests.support.raw_http import exchange, request_bytes
+from tests.support.process import GatewayProcess, get
+from tests.support.raw_http import RawConnection, exchange, request_bytes
 from tests.support.store import stored_keys
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +104,129 @@ def test_a_second_gateway_on_the_same_database_refuses_to_serve(tmp_path: Path) 
     # killed: the kernel dropped the lock, a new gateway starts on the same file
     again = GatewayProcess(first.config_path).start()
     again.stop()
+
+
+# ------------------------------------------------- idle and slow connections, the cap (item 1)
+def _closed_by_server(conn: RawConnection) -> bool:
+    """True once the server has closed the connection (reading until EOF or reset)."""
+    try:
+        while True:
+            chunk = conn.sock.recv(65536)
+            if not chunk:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("listener", ["server", "admin"])
+def test_idle_and_slow_connections_are_cut_off(tmp_path: Path, listener: str) -> None:
+    """A socket that sent nothing, one that trickled a header line every few tenths of a
+    second, and a keep-alive connection left idle used to stay open for an hour."""
+    gateway = _gateway(tmp_path, server={"idle_timeout": "1s"})
+    port = int(gateway.config[listener]["port"])
+    try:
+        with RawConnection(port, timeout=20) as silent:
+            assert _closed_by_server(silent), "a silent connection was never closed"
+        with RawConnection(port, timeout=20) as slow:
+            slow.send(b"POST /webhooks/idwise HTTP/1.1\r\nHost: x\r\n")
+            slow.sock.settimeout(0.3)
+            for i in range(100):  # 30 s of trickling: far beyond the deadline
+                if not slow.send(b"X-Slow-%d: y\r\n" % i) or _closed_by_server(slow):
+                    break
+            else:
+                raise AssertionError("a client trickling its headers was never cut off")
+        if listener == "server":
+            with RawConnection(port, timeout=20) as idle:
+                idle.send(
+                    request_bytes(payload("Finished Journey", event_id="keepalive"), close=False)
+                )
+                answer = idle.response()
+                assert answer is not None and answer.status == 200
+                assert _closed_by_server(idle), "an idle keep-alive connection was never closed"
+    finally:
+        gateway.stop()
+
+
+def test_open_connections_are_capped_with_a_503_a_log_line_and_a_metric(tmp_path: Path) -> None:
+    gateway = _gateway(tmp_path, server={"max_connections": 20, "idle_timeout": "60s"})
+    port = int(gateway.config["server"]["port"])
+    idle = [RawConnection(port, timeout=15) for _ in range(20)]
+    try:
+        answer = exchange(port, request_bytes(payload("Finished Journey", event_id="over-the-cap")))
+        assert answer is not None and answer.status == 503, answer
+        assert answer.json()["error"] == "too_many_connections"
+        assert answer.headers.get("retry-after") == "5"
+        assert "over-the-cap" not in stored_keys(tmp_path / "gateway.db")
+        for conn in idle[:5]:
+            conn.close()
+        wait_until(
+            lambda: (
+                (
+                    reply := exchange(
+                        port, request_bytes(payload("Finished Journey", event_id="room"))
+                    )
+                )
+                is not None
+                and reply.status in (200, 503)
+                and reply.status == 200
+            ),
+            timeout=15,
+            what="a connection to be accepted once some closed",
+        )
+        status, body = get(gateway.admin + "/metrics")  # the admin listener has its own cap
+        assert status == 200
+        refused = [
+            line
+            for line in body.decode().splitlines()
+            if line.startswith('idwise_gateway_connections_refused_total{listener="webhook"}')
+        ]
+        assert refused and float(refused[0].split()[-1]) >= 1, refused
+        wait_until(
+            lambda: bool(
+                gateway.logged("connection limit reached: new connections get 503 until some close")
+            ),
+            10,
+            "the log line",
+        )
+        line = gateway.logged("connection limit reached: new connections get 503 until some close")[
+            0
+        ]
+        assert (line["level"], line["listener"], line["limit"]) == ("warning", "webhook", 20)
+    finally:
+        for conn in idle:
+            conn.close()
+        gateway.stop()
+
+
+# --------------------------------------------------------------- malformed requests (item 8)
+def test_malformed_requests_are_one_rate_limited_info_line_each(tmp_path: Path) -> None:
+    """aiohttp logged every malformed request as an ERROR with a traceback."""
+    gateway = _gateway(tmp_path)
+    port = int(gateway.config["server"]["port"])
+    try:
+        bad = [
+            b"POST /webhooks/idwise HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+            b"POST /webhooks/idwise HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"POST /webhooks/idwise HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]
+        for i in range(60):
+            answer = exchange(port, bad[i % len(bad)])
+            assert answer is None or answer.status == 400, answer
+        answer = exchange(
+            port, request_bytes(payload("Finished Journey", event_id="after-garbage"))
+        )
+        assert answer is not None and answer.status == 200
+        wait_until(lambda: bool(gateway.logged("malformed request")), 10, "malformed request lines")
+        wait_until(lambda: bool(gateway.logged("webhook received")), 10, "the valid event's line")
+        logs = gateway.logs()
+        assert "Traceback" not in logs and "Error handling request" not in logs, logs[-3000:]
+        lines = gateway.logged("malformed request")
+        assert 1 <= len(lines) < 60, len(lines)  # rate-limited: a burst, then the rest counted
+        assert {line["level"] for line in lines} == {"info"}
+        assert all(line["status"] == 400 and line["problem"] for line in lines)
+        assert not [e for e in gateway.log_lines() if e.get("level") == "error"]
+    finally:
+        gateway.stop()
