@@ -138,3 +138,25 @@ async def test_database_files_are_private_and_so_is_a_folder_we_create(
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for path in _files(db):
         assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize("writable", ["program", "folder"])
+def test_check_warns_about_a_script_writable_by_others(tmp_path: Path, writable: str) -> None:
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    program = folder / "notify.sh"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    (program if writable == "program" else folder).chmod(0o777)
+    config = base_config(
+        tmp_path, destinations={"notify": {"type": "script", "command": [str(program)]}}
+    )
+    config_obj, problems = check_config(write_config(tmp_path, config))
+    assert config_obj is not None  # a warning: check still exits 0 (unless --strict)
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    assert any(
+        "destinations.notify.command[0]" in w and "writable by other users" in w for w in warnings
+    ), warnings
+    (program if writable == "program" else folder).chmod(0o755)
+    _, problems = check_config(write_config(tmp_path, config))
+    assert not [p for p in problems if "writable" in p.message]

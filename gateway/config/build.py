@@ -301,6 +301,8 @@ class Builder:
             for problem in context.problems:
                 key_path: KeyPath = (*path, *split_key(problem.key))
                 self.report.error(source, key_path, str(problem))
+            for warning in context.warnings:
+                self.report.warn(source, (*path, *split_key(warning.key)), str(warning))
         return built
 
     # ---- rules -----------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class BuildContext:
     make_policy: Callable[[dict[str, Any], dict[str, Any]], DeliveryPolicy]
     redactor: Redactor
     problems: list[DestinationProblem] = field(default_factory=list)
+    warnings: list[DestinationProblem] = field(default_factory=list)  # `check` warnings
 
     def policy(
         self, raw: dict[str, Any], type_defaults: dict[str, Any] | None = None
