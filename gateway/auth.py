@@ -10,7 +10,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.errors import AuthError
@@ -79,13 +79,24 @@ def client_address(
 
 
 def _header_bytes(value: str) -> bytes | None:
+    """The header's bytes as they came: aiohttp decodes header values as UTF-8 with
+    surrogateescape, so this is exact for any input. (Encoding as latin-1 first made a
+    UTF-8 credential like 'pässword' arrive as b'p\\xe4ssword' and never match.)"""
     try:
-        return value.encode("latin-1")
-    except UnicodeEncodeError:
-        try:
-            return value.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return None
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no decoder produced: not from the wire
+        return None
+
+
+def header_lines(headers: Mapping[str, str], name: str) -> str | None:
+    """Every line of a header that may be sent several times, joined with commas in order
+    (RFC 9110 5.3): proxies such as HAProxy append their own X-Forwarded-For line instead of
+    extending the first, so reading only the first line would trust what the client wrote."""
+    getall: Callable[[str, list[str]], list[str]] | None = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name)
+    lines = getall(name, [])
+    return ",".join(lines) if lines else None
 
 
 def _equal(given: bytes, expected: Secret) -> bool:
@@ -144,7 +155,9 @@ def authenticate(
     """
     client = None
     if config.allow_ips or config.trusted_proxies:  # parsing addresses costs; skip if unused
-        client = client_address(peer, headers.get("X-Forwarded-For"), config.trusted_proxies)
+        client = client_address(
+            peer, header_lines(headers, "X-Forwarded-For"), config.trusted_proxies
+        )
     if config.allow_ips and (client is None or not _in_any(client, config.allow_ips)):
         raise AuthError("ip_denied")
     if not config.has_credentials:

@@ -7,6 +7,8 @@
     ├── StoreError               the store could not commit or read; callers answer 503
     └── DeliveryError            one delivery attempt failed
         ├── RetryableDeliveryError   a later attempt may succeed (5xx, timeout, 429, exit 75)
+        │   └── LocalResourceError   our own file descriptors, memory or processes ran out:
+        │                            retried without counting against max_attempts
         └── PermanentDeliveryError   retrying cannot help (4xx, invalid payload, exit 1)
 
 Every error carries a short `reason` that is safe as a log field and a metric label.
@@ -87,3 +89,9 @@ class RetryableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     pass
+
+
+class LocalResourceError(RetryableDeliveryError):
+    """The attempt could not even start for a shortage of our own (EMFILE, ENFILE, ENOMEM,
+    EAGAIN on spawn or connect): not the destination's fault, so it costs no attempt of the
+    `max_attempts` budget (`max_age` still applies)."""

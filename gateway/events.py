@@ -101,11 +101,19 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _event_id(value: Any) -> str | None:
+    """Only a non-empty string is an eventId (IDWise sends UUID strings). A number is not:
+    taken as text, the number 777 and the string "777" would be one event, and the second
+    would be dropped as a duplicate of the first."""
+    return value if isinstance(value, str) and value else None
+
+
 def dedupe_key_of(document: dict[str, Any]) -> str:
-    """body.eventId, else top-level eventId, else a hash of event + canonical body."""
+    """body.eventId, else top-level eventId (strings only), else a hash of event + canonical
+    body."""
     body = document.get("body") or {}
     for candidate in (body.get("eventId"), document.get("eventId")):
-        key = _text(candidate)
+        key = _event_id(candidate)
         if key is not None:
             return key
     digest = hashlib.sha256(canonical_json({"event": document.get("event"), "body": body}))
@@ -153,7 +161,7 @@ def parse_event(raw: bytes) -> Event:
         raw=raw,
         dedupe_key=dedupe_key_of(document),
         journey_key=journey_key_of(body),
-        event_id=_text(body.get("eventId")) or _text(document.get("eventId")),
+        event_id=_event_id(body.get("eventId")) or _event_id(document.get("eventId")),
         journey_id=_text(body.get("journeyId")) or _text(body.get("spotCheckJourneyId")),
         reference_no=_text(body.get("referenceNo")),
     )

@@ -48,6 +48,7 @@ REJECT_REASONS = (
     "missing_event",
     "missing_body",
     "shutting_down",
+    "malformed_request",  # HTTP aiohttp could not parse (gateway.web.connections)
 )
 #: label value for event types that IDWise does not document
 OTHER_EVENT = "other"
@@ -136,6 +137,12 @@ class Metrics:
         self.store_writable = Gauge(
             p + "store_writable",
             "1 if the store committed a heartbeat write at the last check (every scrape)",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            p + "connections_refused_total",
+            "Connections refused at once because the listener had server.max_connections open",
+            ["listener"],
             registry=r,
         )
         self._store = _StoreCollector()

@@ -123,6 +123,18 @@ def compile_template(value: Any) -> Template:
     return value
 
 
+#: every character that starts a new line somewhere: CR, LF, VT, FF, NEL and the Unicode
+#: line and paragraph separators
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\x0b\x0c\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """An inserted value kept on the template's line: line breaks become the visible text
+    `\\n`, so a payload value cannot forge a line ("Decision: Approved") of its own in a
+    Slack message or a plain-text email."""
+    return _LINE_BREAKS.sub(r"\\n", text) if _LINE_BREAKS.search(text) else text
+
+
 def as_text(value: Any) -> str:
     if value is None:
         return ""
@@ -194,6 +206,7 @@ __all__ = [
     "as_text",
     "compile_template",
     "compile_text",
+    "one_line",
     "render",
     "render_text",
     "template_expressions",

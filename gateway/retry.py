@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gateway.errors import DeliveryError, PermanentDeliveryError
+from gateway.errors import DeliveryError, LocalResourceError, PermanentDeliveryError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,7 @@ class Decision:
     outcome: str  # "retry" | "dead"
     reason: str
     next_attempt_at: float | None = None
+    counted: bool = True  # False: the attempt does not use up the max_attempts budget
 
 
 def decide(
@@ -73,6 +74,12 @@ def decide(
     """What follows a failed attempt: another one later, or dead (and why)."""
     if isinstance(error, PermanentDeliveryError):
         return Decision("dead", error.reason)
+    if isinstance(error, LocalResourceError):
+        # our shortage, not the destination's: the first backoff step, whatever the count
+        next_at = now + backoff_delay(1, policy.backoff, rand)
+        if next_at > queued_at + policy.max_age:
+            return Decision("dead", f"max_age ({error.reason})")
+        return Decision("retry", error.reason, next_at, counted=False)
     if attempt >= policy.max_attempts:
         return Decision("dead", f"max_attempts ({error.reason})")
     next_at = now + backoff_delay(attempt, policy.backoff, rand, error.retry_after)

@@ -162,7 +162,14 @@ class Runtime:
 def _keep_restart_only(old: Config, new: Config) -> Config:
     """Listeners, the open store and logging cannot change under a running process: the
     live config keeps showing the values actually in effect."""
-    server = replace(new.server, host=old.server.host, port=old.server.port, path=old.server.path)
+    server = replace(
+        new.server,
+        host=old.server.host,
+        port=old.server.port,
+        path=old.server.path,
+        idle_timeout=old.server.idle_timeout,
+        max_connections=old.server.max_connections,
+    )
     admin = replace(new.admin, host=old.admin.host, port=old.admin.port)
     return replace(new, server=server, admin=admin, storage=old.storage, logging=old.logging)
 

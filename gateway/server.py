@@ -19,8 +19,15 @@ from gateway.config.model import Config
 from gateway.errors import ConfigError, StoreError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.secret import Redactor
+from gateway.store import serve_lock
 from gateway.web.app import create_admin_app, create_app
-from gateway.web.keys import LIFECYCLE, RUNTIME
+from gateway.web.connections import (
+    ADMIN_MAX_CONNECTIONS,
+    Listener,
+    RequestErrorLog,
+    fit_to_descriptors,
+)
+from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME
 
 log = logging.getLogger("gateway")
 
@@ -38,10 +45,27 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
     setup_logging(redactor, fmt, config.logging.level, batch=True)
     for warning in config.warnings:
         log.warning(warning)
-    app = create_app(config)
-    runners = await _listen(app, config)
-    if runners is None:
+    lock = serve_lock(config.storage)  # one gateway per SQLite file, for this process's life
+    try:
+        lock.acquire()
+    except (StoreError, OSError) as exc:
+        log.error(
+            "cannot serve this store",
+            extra={"fields": {"error": str(exc), "path": str(config.storage.path)}},
+        )
         return 1
+    try:
+        return await _serve(config, watch)
+    finally:
+        lock.release()
+
+
+async def _serve(config: Config, watch: bool) -> int:
+    app = create_app(config)
+    listening = await _listen(app, config)
+    if listening is None:
+        return 1
+    runners, listeners = listening
     _log_started(config, watch)
     runtime = app[RUNTIME]
     loop = asyncio.get_running_loop()
@@ -56,24 +80,47 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
     # /readyz and new webhooks answer 503 at once (IDWise retries) while attempts in flight
     # get their grace period; only then do the listeners close
     await app[LIFECYCLE].drain()
+    for listener in listeners:
+        listener.close()
     for runner in reversed(runners):
         await runner.cleanup()
     log.info("stopped")
     return 0
 
 
-async def _listen(app: web.Application, config: Config) -> list[web.AppRunner] | None:
-    """Both runners set up and listening, or None (after logging why) with nothing left open."""
+async def _listen(
+    app: web.Application, config: Config
+) -> tuple[list[web.AppRunner], list[Listener]] | None:
+    """Both runners set up and listening, or None (after logging why) with nothing left open.
+
+    Both listeners: a connection that has not completed a request head within
+    `server.idle_timeout` of opening or of its last answer is closed (aiohttp's keep-alive
+    timer), malformed requests are one short INFO line each, and open connections are
+    capped (see gateway.web.connections)."""
+    metrics = app[METRICS]
     runner = web.AppRunner(
         app,
         access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=config.server.shutdown_grace,
         auto_decompress=False,  # compressed bodies are refused (415), never inflated
+        keepalive_timeout=config.server.idle_timeout,
+        logger=RequestErrorLog(metrics, listener="webhook"),
     )
     admin_runner = web.AppRunner(
-        create_admin_app(app), access_log_class=AccessLogger, handle_signals=False
+        create_admin_app(app),
+        access_log_class=AccessLogger,
+        handle_signals=False,
+        keepalive_timeout=config.server.idle_timeout,
+        logger=RequestErrorLog(metrics, listener="admin"),
     )
+    limit, lowered = fit_to_descriptors(config.server.max_connections)
+    if lowered:
+        log.warning(lowered)
+    listeners = [
+        Listener("webhook", runner, limit, metrics),
+        Listener("admin", admin_runner, ADMIN_MAX_CONNECTIONS, metrics),
+    ]
     try:
         await runner.setup()
     except StoreError as exc:
@@ -84,18 +131,16 @@ async def _listen(app: web.Application, config: Config) -> list[web.AppRunner] |
         return None
     await admin_runner.setup()
     try:
-        await web.TCPSite(
-            runner, config.server.host, config.server.port, reuse_address=True
-        ).start()
-        await web.TCPSite(
-            admin_runner, config.admin.host, config.admin.port, reuse_address=True
-        ).start()
+        await listeners[0].start(config.server.host, config.server.port)
+        await listeners[1].start(config.admin.host, config.admin.port)
     except OSError as exc:
         log.error("cannot listen", extra={"fields": {"error": str(exc)}})
+        for listener in listeners:
+            listener.close()
         await admin_runner.cleanup()
         await runner.cleanup()
         return None
-    return [runner, admin_runner]
+    return [runner, admin_runner], listeners
 
 
 def _log_started(config: Config, watch: bool) -> None:

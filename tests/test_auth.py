@@ -106,3 +106,36 @@ def test_client_address_folds_ipv4_mapped() -> None:
 
 def test_no_credentials_and_unauthenticated_allowed() -> None:
     authenticate(AuthConfig(allow_unauthenticated=True), {}, "1.2.3.4")
+
+
+# ---- hardening (issue 13) ----------------------------------------------------------------
+def test_every_forwarded_for_line_counts_as_one_list() -> None:
+    """A forged first line plus the proxy's own appended line: the proxy's line is the
+    rightmost, so it names the client (reading the first line alone trusted the forgery)."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    config = AuthConfig(
+        allow_unauthenticated=True,
+        allow_ips=nets("203.0.113.0/24"),
+        trusted_proxies=nets("10.0.0.0/8"),
+    )
+    forged = CIMultiDict([("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "198.51.100.9")])
+    with pytest.raises(AuthError):
+        authenticate(config, CIMultiDictProxy(forged), "10.0.0.2")
+    honest = CIMultiDict([("X-Forwarded-For", "198.51.100.9"), ("X-Forwarded-For", "203.0.113.7")])
+    assert str(authenticate(config, CIMultiDictProxy(honest), "10.0.0.2")) == "203.0.113.7"
+
+
+@pytest.mark.parametrize("secret", ["pässwört-ünïcode", "токен-доступа", "トークン123"])
+def test_non_ascii_credentials_match_their_utf8_bytes(secret: str) -> None:
+    """aiohttp decodes header bytes as UTF-8 (surrogateescape); comparing on latin-1 first
+    made every credential with a character below U+0100 unmatchable."""
+    config = AuthConfig(
+        bearer=(Secret(secret),), headers=(HeaderCredential("X-Key", Secret(secret)),)
+    )
+    wire = secret.encode("utf-8").decode("utf-8", "surrogateescape")
+    authenticate(config, {"Authorization": f"Bearer {wire}"}, None)
+    authenticate(config, {"X-Key": wire}, None)
+    latin1 = secret.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
+    with pytest.raises(AuthError):  # the same text sent as latin-1 bytes is another credential
+        authenticate(config, {"X-Key": latin1}, None)

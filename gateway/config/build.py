@@ -108,6 +108,10 @@ class Builder:
             shutdown_grace=self.duration(
                 source, raw, ("server",), "shutdown_grace", SERVER_DEFAULTS.shutdown_grace
             ),
+            idle_timeout=self.duration(
+                source, raw, ("server",), "idle_timeout", SERVER_DEFAULTS.idle_timeout
+            ),
+            max_connections=int(raw.get("max_connections", SERVER_DEFAULTS.max_connections)),
         )
 
     def admin(self, source: Source, raw: Mapping[str, Any], server: ServerConfig) -> AdminConfig:
@@ -148,6 +152,7 @@ class Builder:
             ),
             max_size=max_size,
             **self.postgres(source, raw),
+            min_free=self.size(source, raw, ("storage", "min_free"), STORAGE_DEFAULTS.min_free),
         )
 
     def postgres(self, source: Source, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,6 +230,7 @@ class Builder:
                     ("auth", "headers", i, "name"),
                     f"'{header['name']}' cannot carry a custom credential",
                 )
+        self._warn_non_ascii(source, raw)
         config = AuthConfig(
             basic=basic,
             bearer=bearer,
@@ -248,6 +254,30 @@ class Builder:
                 "or set allow_unauthenticated: true to accept anyone",
             )
         return config
+
+    def _warn_non_ascii(self, source: Source, raw: Mapping[str, Any]) -> None:
+        """Credentials are compared on their UTF-8 bytes; a sender that does not encode
+        non-ASCII as UTF-8 (many HTTP clients send latin-1 or refuse) can never match."""
+        values: list[tuple[KeyPath, Any]] = [
+            (("auth", "bearer", i), token) for i, token in enumerate(raw.get("bearer") or [])
+        ]
+        values += [
+            (("auth", "headers", i, "value"), header.get("value"))
+            for i, header in enumerate(raw.get("headers") or [])
+        ]
+        values += [
+            (("auth", "basic", i, key), credential.get(key))
+            for i, credential in enumerate(raw.get("basic") or [])
+            for key in ("username", "password")
+        ]
+        for path, value in values:
+            if isinstance(value, str) and not value.isascii():
+                self.report.warn(
+                    source,
+                    path,
+                    "holds non-ASCII characters: it matches only a sender that encodes it as "
+                    "UTF-8; prefer an ASCII credential",
+                )
 
     def policy(
         self,
@@ -314,6 +344,8 @@ class Builder:
             for problem in context.problems:
                 key_path: KeyPath = (*path, *split_key(problem.key))
                 self.report.error(source, key_path, str(problem))
+            for warning in context.warnings:
+                self.report.warn(source, (*path, *split_key(warning.key)), str(warning))
         return built
 
     # ---- rules -----------------------------------------------------------------------------

@@ -24,8 +24,12 @@ def interpolate(
     text: str,
     environ: Mapping[str, str],
     read_file: Callable[[str], str],
+    allowed: frozenset[str] | None = None,
 ) -> tuple[str, list[str]]:
     """Returns the resolved text and the substituted values (to be treated as secrets).
+
+    `allowed` (rules files): only these variables may be read, and no file at all; rules
+    files are what ops people edit, and must not reach every secret the gateway holds.
 
     When anything was substituted, the result is a `MixedText` that remembers which parts
     are data, so a value like an API key containing `{{` is never read as template syntax.
@@ -43,7 +47,7 @@ def interpolate(
         elif match.group("bare") is not None:
             segments.append((match.group(0), False))  # a lone `$name` is literal text
         else:
-            value = _resolve(match.group("body"), environ, read_file)
+            value = _resolve(match.group("body"), environ, read_file, allowed)
             substituted.append(value)
             segments.append((value, True))
     segments.append((text[position:], False))
@@ -52,7 +56,16 @@ def interpolate(
     return MixedText(segments), substituted
 
 
-def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], str]) -> str:
+def _resolve(
+    body: str,
+    environ: Mapping[str, str],
+    read_file: Callable[[str], str],
+    allowed: frozenset[str] | None,
+) -> str:
+    if body.startswith("file:") and allowed is not None:
+        raise InterpolationError(
+            "rules files cannot read files with ${file:...}; put the value in the main config"
+        )
     if body.startswith("file:"):
         path = body[5:].strip()
         if not path:
@@ -71,7 +84,7 @@ def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], s
     for separator in (":-", ":?"):
         if separator in body:
             name, _, argument = body.partition(separator)
-            _check_name(name)
+            _check_name(name, allowed)
             value = environ.get(name, "")
             if value:
                 return value
@@ -80,7 +93,7 @@ def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], s
             raise InterpolationError(
                 f"environment variable {name} is required: {argument or 'set it'}"
             )
-    _check_name(body)
+    _check_name(body, allowed)
     if body not in environ:
         raise InterpolationError(
             f"environment variable {body} is not set; set it, or write ${{{body}:-default}}"
@@ -88,9 +101,14 @@ def _resolve(body: str, environ: Mapping[str, str], read_file: Callable[[str], s
     return environ[body]
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str, allowed: frozenset[str] | None = None) -> None:
     if not _NAME.match(name):
         # the text is not quoted: it may be part of a literal password
         raise InterpolationError(
             "this '${...}' is not a variable reference; write $$ for a literal dollar"
+        )
+    if allowed is not None and name not in allowed:
+        raise InterpolationError(
+            f"rules files may only use the environment variables listed in the main "
+            f"config's rules_env; {name} is not listed there"
         )

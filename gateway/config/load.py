@@ -13,9 +13,13 @@ Only if no error was found is a `Config` returned; otherwise ConfigError lists t
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
+import hmac
 import os
+import secrets
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +39,9 @@ from gateway.retry import DeliveryPolicy
 from gateway.rules import RuleSet
 from gateway.secret import Redactor
 
+#: the key of every config digest of this process: digests compare within a process (did a
+#: reload change anything?) and mean nothing outside it
+DIGEST_KEY = secrets.token_bytes(32)
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "IDWISE_GATEWAY_CONFIG"
 
@@ -126,13 +133,17 @@ class _Reader:
     redactor: Redactor
     report: Report = field(default_factory=Report)
     sources: list[Source] = field(default_factory=list)
-    digest: Any = field(default_factory=hashlib.sha256)
+    # keyed: the digest covers resolved secret values, and /-/reload shows it (an unkeyed
+    # hash would let a weak secret be guessed offline)
+    digest: Any = field(default_factory=lambda: hmac.new(DIGEST_KEY, digestmod=hashlib.sha256))
 
     @property
     def base_dir(self) -> Path:
         return Path(os.path.abspath(self.path)).parent
 
-    def read(self, path: Path) -> Source | None:
+    def read(self, path: Path, rules_env: frozenset[str] | None = None) -> Source | None:
+        """One file, parsed and interpolated; `rules_env` for a rules file (see
+        `interpolate`: only those variables, no files, and all of it masked)."""
         display = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -151,23 +162,34 @@ class _Reader:
         if not isinstance(source.data, dict):
             self.report.error(source, (), "the file must hold a mapping (key: value) at the top")
             return None
-        source.data = self.interpolate(source, source.data, ())
+        source.data = self.interpolate(source, source.data, (), rules_env)
         self.sources.append(source)
         return source
 
-    def interpolate(self, source: Source, value: Any, path: KeyPath) -> Any:
+    def interpolate(
+        self, source: Source, value: Any, path: KeyPath, rules_env: frozenset[str] | None = None
+    ) -> Any:
         if isinstance(value, dict):
-            return {k: self.interpolate(source, v, (*path, k)) for k, v in value.items()}
+            return {k: self.interpolate(source, v, (*path, k), rules_env) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.interpolate(source, v, (*path, i)) for i, v in enumerate(value)]
+            return [self.interpolate(source, v, (*path, i), rules_env) for i, v in enumerate(value)]
         if not isinstance(value, str):
             return value
         try:
-            text, substituted = interpolate(value, self.environ, _read_secret_file(self.base_dir))
+            text, substituted = interpolate(
+                value, self.environ, _read_secret_file(self.base_dir), rules_env
+            )
+            if substituted and _is_rule_name(path):
+                raise InterpolationError(
+                    "a rule's name cannot use ${...}: names are stored with every event and "
+                    "shown in logs, metrics and the CLI; write the name out"
+                )
         except InterpolationError as exc:
             self.report.error(source, path, str(exc))
             self.report.unresolved.add((source.file, path))
             return value
+        if rules_env is not None:
+            self.redactor.register(*substituted)  # whatever a rules file reads is masked
         # source.data is still the file as written here: secrets looks up destination types
         register_value(self.redactor, path, value, text, substituted, source.data)
         for item in substituted:
@@ -179,6 +201,7 @@ class _Reader:
         absolute `rules_files` patterns (for --watch)."""
         parts = [RulesPart(main, ("rules",), main.data.get("rules") or [])]
         patterns: list[str] = []
+        allowed = frozenset(n for n in main.data.get("rules_env") or [] if isinstance(n, str))
         for i, pattern in enumerate(main.data.get("rules_files") or []):
             if not isinstance(pattern, str):
                 continue
@@ -188,15 +211,39 @@ class _Reader:
             if not matches and not glob.has_magic(pattern):
                 self.report.error(main, ("rules_files", i), f"no such file: {full}")
             for match in matches:
-                source = self.read(Path(match))
+                source = self.read(Path(match), allowed)
                 if source is not None and validate(source, rules_file_schema(), self.report):
                     parts.append(RulesPart(source, ("rules",), source.data.get("rules") or []))
         return parts, patterns
 
 
+def _is_rule_name(path: KeyPath) -> bool:
+    return len(path) == 3 and path[0] == "rules" and isinstance(path[1], int) and path[2] == "name"
+
+
+#: a secret file is a token or a key, never this large; a bigger one is a mistake (or a
+#: device) that must not be read into memory
+MAX_SECRET_FILE = 64 * 1024
+
+
 def _read_secret_file(base_dir: Path) -> Callable[[str], str]:
     def read(path: str) -> str:
         full = Path(path) if os.path.isabs(path) else base_dir / path
-        return full.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; then only a regular file
+        # is read (a FIFO, /dev/zero or /dev/stdin would block or never end)
+        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder)")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_SECRET_FILE and (chunk := os.read(fd, MAX_SECRET_FILE + 1)):
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        if size > MAX_SECRET_FILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_SECRET_FILE // 1024} KiB")
+        return b"".join(chunks).decode("utf-8")
 
     return read

@@ -26,6 +26,10 @@ class ServerConfig:
     path: str = "/webhooks/idwise"
     max_body_bytes: int = 65536
     shutdown_grace: float = 10.0
+    # a connection must complete a request head within this of opening or of its last
+    # answer (slow and idle clients), and at most this many are open at once
+    idle_timeout: float = 15.0
+    max_connections: int = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class StorageConfig:
     pool_max: int = 10
     connect_timeout: float = 30.0  # how long `serve` keeps trying to reach it at start
     lease_margin: float = 30.0  # a claim lasts the attempt timeout plus this
+    min_free: int = 8 * 1024 * 1024  # bytes free on the file system, below which not ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ class Config:
     unmatched: tuple[str, ...]
     files: tuple[Path, ...]  # every file read (config + rules files), for --watch
     rules_patterns: tuple[str, ...]  # absolute rules_files globs, so --watch sees new files
-    digest: str  # sha256 over those files' content and the resolved environment values
+    digest: str  # HMAC-SHA256 (a per-process key) over the files and the resolved values
     warnings: tuple[str, ...] = ()
     # the credentials this config brought, for everything it makes print or log
     redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
@@ -82,6 +87,9 @@ class Config:
             changes.append("server.host/server.port")
         if self.server.path != new.server.path:
             changes.append("server.path")
+        listening = (self.server.idle_timeout, self.server.max_connections)
+        if listening != (new.server.idle_timeout, new.server.max_connections):
+            changes.append("server.idle_timeout/max_connections")
         if (self.admin.host, self.admin.port) != (new.admin.host, new.admin.port):
             changes.append("admin.host/admin.port")
         old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)
@@ -100,6 +108,8 @@ class Config:
             new.storage.pool_max,
         ):
             changes.append("storage.backend/dsn/pool")
+        if self.storage.min_free != new.storage.min_free:
+            changes.append("storage.min_free")
         if self.logging != new.logging:
             changes.append("logging")
         return changes

@@ -50,14 +50,25 @@ class YamlProblem(ValueError):
         super().__init__(message)
 
 
-def parse_yaml(text: str, file: str) -> Source:
-    """Parse one YAML document. Raises YamlProblem with a line for syntax errors."""
-    loader = _Loader(text)
+#: nodes that aliases may add to a file beyond what it writes out. Anchors shared by many
+#: rules or destinations stay far below; a sub-kilobyte "billion laughs" file (each level
+#: aliasing the one before nine times) would otherwise build gigabytes on check or reload.
+MAX_ALIAS_NODES = 20_000
+
+
+def parse_yaml(text: str, file: str, loader_class: Any = None) -> Source:
+    """Parse one YAML document. Raises YamlProblem with a line for syntax errors, recursive
+    aliases and alias expansion beyond MAX_ALIAS_NODES. `loader_class` is libyaml's loader
+    when PyYAML has it, else the pure-Python one (tests run both)."""
+    loader = (loader_class or _Loader)(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError:
         loader.dispose()
         _raise_problem(text)  # the pure-Python parser words syntax errors better
+    except RecursionError:
+        loader.dispose()
+        raise YamlProblem(1, (), "invalid YAML: nested too deeply") from None
     source = Source(file=file, data=None)
     if node is None:
         loader.dispose()
@@ -65,10 +76,53 @@ def parse_yaml(text: str, file: str) -> Source:
         source.data = {}
         return source
     try:
+        _check_aliases(node)
         source.data = _build(loader, node, (), source.lines)
+    except RecursionError:
+        raise YamlProblem(1, (), "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return source
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Refuse, before anything is built, a node graph whose aliases would expand beyond
+    MAX_ALIAS_NODES, or that contains itself. An alias is the very node its anchor named, so
+    sizes are memoized per node: the check costs one visit per distinct node."""
+    sizes: dict[int, int] = {}
+    building: set[int] = set()
+    added = 0
+
+    def size(node: yaml.Node, line: int) -> int:
+        nonlocal added
+        key = id(node)
+        if key in sizes:  # an alias: its whole subtree is built once more
+            added += sizes[key]
+            if added > MAX_ALIAS_NODES:
+                raise YamlProblem(
+                    line,
+                    (),
+                    f"YAML aliases expand to more than {MAX_ALIAS_NODES} extra nodes "
+                    "(an alias bomb?); write the values out or use fewer aliases",
+                )
+            return sizes[key]
+        if key in building:
+            raise YamlProblem(line, (), "recursive YAML alias: an anchor is used inside itself")
+        building.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                at = key_node.start_mark.line + 1
+                total += size(key_node, at) + size(value_node, at)
+        elif isinstance(node, yaml.SequenceNode):
+            at = node.start_mark.line + 1
+            for item in node.value:
+                total += size(item, at)
+        building.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, root.start_mark.line + 1)
 
 
 def _raise_problem(text: str) -> NoReturn:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from gateway.destinations.base import Destination, SendContext, Sent
+from gateway.destinations.base import Destination, SendContext, Sent, local_shortage
 from gateway.errors import (
     DeliveryError,
+    LocalResourceError,
     PayloadError,
     PermanentDeliveryError,
     RetryableDeliveryError,
@@ -45,6 +46,7 @@ class Attempter:
         started = self.clock()
         t0 = time.perf_counter()
         event, sent, error = await self._send(destination, job, number)
+        counted = True
         if error is None:
             assert sent is not None
             outcome, reason, next_at = "delivered", None, None
@@ -56,6 +58,7 @@ class Attempter:
             )
             outcome, reason, next_at = decision.outcome, decision.reason, decision.next_attempt_at
             status, detail, output = error.status, error.detail, error.output
+            counted = decision.counted
         record = AttemptRecord(
             delivery_id=job.id,
             number=number,
@@ -67,6 +70,7 @@ class Attempter:
             detail=detail,
             output=output,
             next_attempt_at=next_at,
+            counted=counted,
         )
         self._report(destination, job, event, record)
         return record
@@ -84,6 +88,8 @@ class Attempter:
         except PayloadError as exc:  # a stored body that no longer parses cannot be sent
             return event, None, PermanentDeliveryError("unparsable", str(exc))
         except Exception as exc:  # a bug in a destination: retry rather than lose the event
+            if local_shortage(exc):
+                return event, None, LocalResourceError("local_resources", str(exc)[:200])
             log.exception(
                 "destination raised unexpectedly",
                 extra={"fields": {"destination": destination.name}},

@@ -8,6 +8,7 @@ Every destination type is a module in this package that exposes `build(name, raw
 from __future__ import annotations
 
 import email.utils
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import (
+    DeliveryError,
+    LocalResourceError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
 from gateway.events import Event
 from gateway.render import Template, TemplateError, compile_template
 from gateway.retry import DeliveryPolicy
@@ -100,6 +106,7 @@ class BuildContext:
     make_policy: Callable[[dict[str, Any], dict[str, Any]], DeliveryPolicy]
     redactor: Redactor
     problems: list[DestinationProblem] = field(default_factory=list)
+    warnings: list[DestinationProblem] = field(default_factory=list)  # `check` warnings
 
     def policy(
         self, raw: dict[str, Any], type_defaults: dict[str, Any] | None = None
@@ -216,9 +223,32 @@ async def _exchange(
         return response.status, dict(response.headers), body
 
 
+#: errno values that mean *we* ran out (descriptors, memory, processes, buffers), not that
+#: the destination failed
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+
+
+def local_shortage(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it wraps: aiohttp's os_error, a cause or context) is a
+    shortage of our own resources."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in SHORTAGE_ERRNOS:
+            return True
+        wrapped = getattr(exc, "os_error", None)
+        if isinstance(wrapped, OSError) and wrapped.errno in SHORTAGE_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 def transport_error(exc: BaseException) -> RetryableDeliveryError | PermanentDeliveryError:
     """Map a client-side failure to a typed delivery error."""
     import asyncio
+
+    if local_shortage(exc):
+        return LocalResourceError("local_resources", f"{type(exc).__name__}: {exc}"[:200])
 
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return RetryableDeliveryError("timeout", "no answer within the timeout")

@@ -7,6 +7,7 @@ values cannot inject headers. SMTP 4xx and connection problems retry; 5xx give u
 
 from __future__ import annotations
 
+import html
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -22,10 +23,11 @@ from gateway.destinations.base import (
     SecretKeys,
     SendContext,
     Sent,
+    local_shortage,
 )
-from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import LocalResourceError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
-from gateway.render import Template, compile_text, render_text
+from gateway.render import Template, compile_text, one_line, render_text
 from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
 
@@ -60,6 +62,7 @@ class EmailDestination:
     subject: Template
     text: Template
     html: Template | None = None
+    html_raw: bool = False  # the template author's explicit opt-out of escaping
     username: Secret | None = None
     password: Secret | None = None
     ca_file: Path | None = None
@@ -84,10 +87,20 @@ class EmailDestination:
             message["Cc"] = ", ".join(self.cc)
         message["Message-ID"] = make_msgid(domain="idwise-gateway")
         message["X-IDWise-Event-Id"] = " ".join(event.dedupe_key.split())
-        message.set_content(render_text(self.text, event.document))
+        message.set_content(self.render_text_part(event))
         if self.html is not None:
-            message.add_alternative(render_text(self.html, event.document), subtype="html")
+            message.add_alternative(self.render_html_part(event), subtype="html")
         return message
+
+    def render_text_part(self, event: Event) -> str:
+        # an inserted value stays on its line: a payload cannot forge a line of the mail
+        return render_text(self.text, event.document, one_line)
+
+    def render_html_part(self, event: Event) -> str:
+        """Every inserted value HTML-escaped (no links, images or scripts from a payload),
+        unless the destination says `html_raw: true`."""
+        assert self.html is not None
+        return render_text(self.html, event.document, None if self.html_raw else _escape_html)
 
     def preview(self, event: Event) -> dict[str, Any]:
         message = self.message(event)
@@ -96,12 +109,12 @@ class EmailDestination:
             "from": self.sender,
             "to": list(self.to),
             "subject": message["Subject"],
-            "text": render_text(self.text, event.document),
+            "text": self.render_text_part(event),
         }
         if self.cc:
             preview["cc"] = list(self.cc)
         if self.html is not None:
-            preview["html"] = render_text(self.html, event.document)
+            preview["html"] = self.render_html_part(event)
         return preview
 
     async def send(self, event: Event, context: SendContext) -> Sent:
@@ -126,6 +139,8 @@ class EmailDestination:
         except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
             raise RetryableDeliveryError("timeout", type(exc).__name__) from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            if local_shortage(exc):
+                raise LocalResourceError("local_resources", str(exc)[:200]) from None
             # connection refused, STARTTLS unavailable or TLS failure: may heal, so retry
             raise RetryableDeliveryError("smtp_connection", str(exc)[:200]) from None
         if refused:
@@ -134,6 +149,10 @@ class EmailDestination:
             codes = sorted(response.code for response in refused.values())
             raise _by_code(codes[0], f"recipients refused: {', '.join(sorted(refused))}")
         return Sent(f"SMTP {reply[:120]}")
+
+
+def _escape_html(text: str) -> str:
+    return html.escape(text, quote=True)
 
 
 def _by_code(code: int, message: str) -> RetryableDeliveryError | PermanentDeliveryError:
@@ -178,6 +197,7 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> EmailDestination
         subject=ctx.template(raw, "subject", compile_text(DEFAULT_SUBJECT)),
         text=ctx.template(raw, "text", compile_text(DEFAULT_TEXT)),
         html=ctx.template(raw, "html"),
+        html_raw=bool(raw.get("html_raw", False)),
         username=ctx.secret(raw, "username"),
         password=ctx.secret(raw, "password"),
         ca_file=ca_file,

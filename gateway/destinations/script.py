@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from gateway.destinations.base import (
     SecretKeys,
     SendContext,
     Sent,
+    local_shortage,
 )
-from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import LocalResourceError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render_text
 from gateway.retry import DeliveryPolicy
@@ -95,6 +97,10 @@ class ScriptDestination:
                 "script_not_executable", f"cannot execute {self.command[0]}"
             ) from None
         except OSError as exc:
+            if local_shortage(exc):  # our descriptors or processes ran out, not the script
+                raise LocalResourceError(
+                    "local_resources", f"cannot start {self.command[0]}: {exc.strerror}"
+                ) from None
             raise RetryableDeliveryError("script_spawn", str(exc)) from None
         return await self._supervise(process, event.raw)
 
@@ -208,6 +214,35 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+def _writable_by_others(program: str) -> list[DestinationProblem]:
+    """The program, or the folder it sits in, writable by every local user: anyone could
+    change what the gateway runs, with the payloads and the env's credentials. (A folder
+    with the sticky bit, like /tmp, lets nobody replace another user's file.)"""
+    found = []
+    try:
+        info = os.stat(program)
+        folder = os.stat(os.path.dirname(program) or ".")
+    except OSError:
+        return []  # a missing program is an error reported elsewhere
+    if info.st_mode & stat.S_IWOTH:
+        found.append(
+            DestinationProblem(
+                "command[0]",
+                f"{program} is writable by other users (chmod o-w): anyone on this host "
+                "could change what the gateway runs",
+            )
+        )
+    if folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX:
+        found.append(
+            DestinationProblem(
+                "command[0]",
+                f"the folder of {program} is writable by other users (chmod o-w): anyone on "
+                "this host could replace the program",
+            )
+        )
+    return found
+
+
 def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> ScriptDestination:
     command = [str(part) for part in raw["command"]]
     program = command[0]
@@ -219,6 +254,8 @@ def build(name: str, raw: dict[str, Any], ctx: BuildContext) -> ScriptDestinatio
                 "command[0]", f"{command[0]} does not exist or is not executable (chmod +x)"
             )
         )
+    if "/" in command[0]:
+        ctx.warnings.extend(_writable_by_others(command[0]))
     policy = ctx.policy(raw)
     timeout = policy.timeout
     if "timeout" in raw:

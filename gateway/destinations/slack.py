@@ -28,7 +28,7 @@ from gateway.destinations.base import (
 )
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
-from gateway.render import Template, render, render_text
+from gateway.render import Template, one_line, render, render_text
 from gateway.retry import DeliveryPolicy
 from gateway.secret import Secret
 
@@ -59,7 +59,9 @@ DEFAULT_RATE_LIMIT = "1/s"
 
 
 def escape_mrkdwn(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A payload value made inert in a Slack message: mrkdwn's `&`, `<`, `>` escaped (no
+    `<!channel>`, no links), and kept on its line (no forged lines)."""
+    return one_line(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 _MARKERS = {

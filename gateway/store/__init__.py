@@ -154,6 +154,33 @@ class Store(Protocol):
     async def existing_routes(self, event_rows: Sequence[int]) -> set[tuple[int, str]]: ...
 
 
+class ServeLock(Protocol):
+    def acquire(self) -> None:
+        """Raises StoreError("in_use") when another gateway serves the same store."""
+
+    def release(self) -> None: ...
+
+
+class _NoLock:
+    """Several replicas share a PostgreSQL store: nothing to hold."""
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def serve_lock(storage: StorageConfig) -> ServeLock:
+    """What `serve` holds for its whole life so that one gateway serves one SQLite file
+    (a backend built for several replicas needs none)."""
+    if storage.backend == "postgres":
+        return _NoLock()
+    from gateway.store.sqlite.lock import ServeLock as SqliteServeLock
+
+    return SqliteServeLock(storage.path)
+
+
 def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
     """The configured backend, not yet opened. The CLI's store does not enforce `max_size`:
     a replay or a prune must still work on a store that reached it."""
@@ -172,7 +199,16 @@ def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
     from gateway.store.sqlite import SqliteStore
 
     max_size = None if for_cli else storage.max_size
-    return SqliteStore(storage.path, storage.busy_timeout, max_size)
+    return SqliteStore(storage.path, storage.busy_timeout, max_size, storage.min_free)
 
 
-__all__ = ["Accepted", "AttemptRecord", "DueDelivery", "Requeued", "Store", "create_store"]
+__all__ = [
+    "Accepted",
+    "AttemptRecord",
+    "DueDelivery",
+    "Requeued",
+    "ServeLock",
+    "Store",
+    "create_store",
+    "serve_lock",
+]

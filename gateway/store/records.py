@@ -38,6 +38,7 @@ class AttemptRecord:
     output: str | None = None
     next_attempt_at: float | None = None  # for outcome == "retry"
     claim: int = 0  # the claim's fencing token, from DueDelivery.claim
+    counted: bool = True  # False: kept in the history, not charged to max_attempts
 
 
 @dataclass(frozen=True, slots=True, order=True)

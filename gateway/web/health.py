@@ -18,7 +18,7 @@ async def readyz(request: web.Request) -> web.Response:
     lifecycle = app[LIFECYCLE]
     checks: dict[str, Any] = {
         "config": "ok" if app[RUNTIME].current else "missing",
-        "store": "ok" if await lifecycle.store_writable(app.get(STORE)) else "unwritable",
+        "store": await lifecycle.store_status(app.get(STORE)),
         "draining": lifecycle.draining,
     }
     ready = checks["config"] == "ok" and checks["store"] == "ok" and not lifecycle.draining

@@ -23,7 +23,7 @@ HEARTBEAT_TIMEOUT = 5.0
 class Lifecycle:
     draining: bool = False
     waiting_for_commit: int = 0
-    _ready: tuple[float, bool] = field(default=(0.0, False))
+    _ready: tuple[float, str] = field(default=(0.0, "unwritable"))
     _drain_steps: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def on_drain(self, step: Callable[[], Awaitable[None]]) -> None:
@@ -36,16 +36,26 @@ class Lifecycle:
             await self._drain_steps.pop(0)()
 
     async def store_writable(self, store: Store | None) -> bool:
-        """A heartbeat write at most once a READY_CACHE: probes must not load the store."""
-        checked_at, ok = self._ready
+        return await self.store_status(store) == "ok"
+
+    async def store_status(self, store: Store | None) -> str:
+        """`ok`, or why the store cannot take an event: `deleted` (the database file is
+        gone), `full` (the last write found no space), `disk_low` (less than
+        storage.min_free left) or `unwritable` (locked, read-only, ...). A heartbeat write
+        at most once a READY_CACHE: probes must not load the store."""
+        checked_at, status = self._ready
         if time.monotonic() - checked_at < READY_CACHE:
-            return ok
-        ok = False
+            return status
+        status = "unwritable"
         if store is not None:
             try:
                 await asyncio.wait_for(store.heartbeat(), HEARTBEAT_TIMEOUT)
-                ok = True
-            except (StoreError, TimeoutError):
-                ok = False
-        self._ready = (time.monotonic(), ok)
-        return ok
+                # a backend that cannot tell has no space_problem (it answers 503 when full)
+                space: Callable[[], str | None] | None = getattr(store, "space_problem", None)
+                status = (space() if space else None) or "ok"
+            except StoreError as exc:
+                status = "deleted" if exc.reason == "deleted" else "unwritable"
+            except TimeoutError:
+                status = "unwritable"
+        self._ready = (time.monotonic(), status)
+        return status

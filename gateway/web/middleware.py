@@ -45,9 +45,10 @@ def admin_auth(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = runtime.current.admin.token
         if token and request.rel_url.path not in UNGUARDED:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(
-                given.encode("utf-8", "surrogateescape"), token.reveal().encode()
+            # the scheme is case-insensitive (RFC 9110 11.1); a bare token is refused
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogateescape"), token.reveal().encode()
             ):
                 return error_response(
                     401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.auth import authenticate
+from gateway.auth import authenticate, header_lines
 from gateway.config.model import Config
 from gateway.errors import AuthError, PayloadError, StoreError
 from gateway.events import Event, parse_event
@@ -173,6 +173,9 @@ async def _store(request: web.Request, config: Config, event: Event, source: str
 
 def _kept_headers(request: web.Request, secret_header_names: set[str]) -> dict[str, str]:
     kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    forwarded = header_lines(request.headers, "X-Forwarded-For")
+    if forwarded is not None:
+        kept["X-Forwarded-For"] = forwarded  # every line, as the allowlist read it
     if "Authorization" in request.headers:
         scheme = request.headers["Authorization"].split(" ", 1)[0].lower()
         kept["Authorization"] = {"basic": "Basic ****", "bearer": "Bearer ****"}.get(scheme, "****")

@@ -262,6 +262,7 @@ def test_interpolation_happens_in_rules_files_too(tmp_path: Path) -> None:
         tmp_path,
         destinations={"a": {"type": "http", "url": "http://127.0.0.1:9/a"}},
         rules_files=["rules/*.yaml"],
+        rules_env=["EVENT_TYPE"],  # rules files read only what the main config lists
     )
     loaded = load_config(write_config(tmp_path, config), environ={})
     assert loaded.rules[0].events == frozenset({"Finished Journey"})
@@ -336,3 +337,134 @@ def test_loader_never_crashes_on_arbitrary_string_values(value: str) -> None:
             "destinations:\n  a: {type: http, url: " + json.dumps("http://h/" + value) + "}\n"
         )
         check_config(path, environ={"A": "1"})
+
+
+# ---------------------------------------------- rules files and ${file:} (issue 13, item 4)
+RULES_SECRET = "s3cret-from-the-environment"
+
+
+def rules_setup(tmp_path: Path, rule: str, **sections: Any) -> Path:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "ops.yaml").write_text("rules:\n" + rule)
+    config = base_config(
+        tmp_path,
+        destinations={"a": {"type": "http", "url": "http://127.0.0.1:9/a"}},
+        rules_files=["rules/*.yaml"],
+        **sections,
+    )
+    return write_config(tmp_path, config)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("${ADMIN_SECRET}", "ADMIN_SECRET is not listed there"),
+        ("${ADMIN_SECRET:-x}", "ADMIN_SECRET is not listed there"),
+        ("${file:/etc/hostname}", "rules files cannot read files"),
+    ],
+)
+def test_rules_files_read_no_variable_or_file_that_rules_env_does_not_list(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    """Rules files used to read any environment variable or file, and a value landing in a
+    description was printed in clear by route, logs and events list."""
+    path = rules_setup(
+        tmp_path, f"  - name: r\n    description: '{value}'\n    to: [a]\n", rules_env=["OTHER"]
+    )
+    _, problems = check_config(path, environ={"ADMIN_SECRET": RULES_SECRET})
+    errors = [p for p in problems if p.severity == "error"]
+    assert [(p.file.endswith("rules/ops.yaml"), p.line, p.path) for p in errors] == [
+        (True, 3, "rules[0].description")
+    ], errors
+    assert message in errors[0].message
+    assert RULES_SECRET not in str(errors)
+
+
+def test_what_a_rules_file_may_read_is_masked_wherever_it_lands(tmp_path: Path) -> None:
+    path = rules_setup(
+        tmp_path,
+        "  - name: r\n    description: 'owner ${RULE_OWNER}'\n"
+        "    when: \"body.referenceNo != '${RULE_OWNER}'\"\n    to: [a]\n",
+        rules_env=["RULE_OWNER"],
+    )
+    loaded = load_config(path, environ={"RULE_OWNER": "carol"})
+    assert loaded.rules[0].description == "owner carol"  # works, short value and all
+    assert loaded.redactor.redact(loaded.rules[0].description) == "owner ****"
+
+
+def test_a_rule_name_cannot_be_interpolated(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        destinations={"a": {"type": "http", "url": "http://127.0.0.1:9/a"}},
+        rules=[{"name": "r-${TEAM}", "to": ["a"]}],
+    )
+    _, problems = check_config(write_config(tmp_path, config), environ={"TEAM": "risk-team"})
+    assert [(p.path, "name cannot use" in p.message) for p in problems] == [("rules[0].name", True)]
+
+
+def _check_in_a_subprocess(tmp_path: Path, secret_file: str) -> Any:
+    import subprocess
+    import sys
+
+    config = base_config(tmp_path, auth={"bearer": [f"${{file:{secret_file}}}"]})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(write_config(tmp_path, config))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])
+def test_file_reads_refuse_fifos_devices_and_huge_files(tmp_path: Path, kind: str) -> None:
+    """A FIFO used to block `check`, start and reload forever, /dev/zero to read without end."""
+    import os
+
+    target = {"fifo": str(tmp_path / "fifo"), "device": "/dev/zero", "folder": str(tmp_path)}
+    if kind == "fifo":
+        os.mkfifo(target["fifo"])
+    if kind == "huge":
+        (tmp_path / "huge").write_bytes(b"x" * (1024 * 1024))
+        target["huge"] = str(tmp_path / "huge")
+    result = _check_in_a_subprocess(tmp_path, target[kind])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    wanted = "larger than 64 KiB" if kind == "huge" else "not a regular file"
+    assert f"auth.bearer[0]: cannot read secret file {target[kind]}: {wanted}" in result.stdout
+
+
+def test_a_small_secret_file_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t" * 60000 + "\n")
+    config = base_config(tmp_path, auth={"bearer": ["${file:token}"]})
+    loaded = load_config(write_config(tmp_path, config), environ={})
+    assert loaded.auth.bearer[0].reveal() == "t" * 60000
+
+
+def test_config_digest_is_keyed_per_process(tmp_path: Path) -> None:
+    """/-/reload shows the digest, which covers resolved secrets: unkeyed, a weak secret
+    could be guessed offline by hashing candidates."""
+    import hashlib
+    import subprocess
+    import sys
+
+    path = write_config(tmp_path, base_config(tmp_path))
+    digest = load_config(path, environ={}).digest
+    assert load_config(path, environ={}).digest == digest  # stable within the process
+    text = path.read_text()
+    unkeyed = hashlib.sha256(f"{path}".encode() + b"\0" + text.encode() + b"\0").hexdigest()
+    assert digest != unkeyed
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from gateway.config.load import load_config; "
+            "print(load_config(Path(sys.argv[1]), environ={}).digest)",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert len(other) == 64 and other != digest

@@ -294,3 +294,50 @@ async def test_every_event_type_is_mailed(harness: Harness) -> None:
         assert event_type in delivered.message["Subject"]
         text = plain_text(delivered.message)
         assert json.loads(payload(event_type))["body"]["referenceNo"] in text
+
+
+# ------------------------------------------------------------- hostile values (issue 13)
+HOSTILE_HTML = (
+    '<a href="https://evil.test">click</a><img src=x onerror=alert(1)><script>x()</script>'
+)
+
+
+async def test_html_part_escapes_every_inserted_value(harness: Harness) -> None:
+    """Payload values used to land raw in the HTML part (links, images, script tags)."""
+    server = harness.smtp()
+    destination = harness.destination(
+        email_spec(server.port, html="<p>Ref <b>{{ body.referenceNo }}</b> {{ body.note }}</p>")
+    )
+    raw = payload("Finished Journey", referenceNo=HOSTILE_HTML, note="a & b \"q\" 'x'")
+    await harness.send(destination, raw)
+    part = server.delivered[0].message.get_body(("html",))
+    assert part is not None
+    html = part.get_content()
+    assert "<a " not in html and "<img" not in html and "<script" not in html
+    assert "&lt;script&gt;" in html and "&lt;a href=&quot;https://evil.test&quot;&gt;" in html
+    assert "a &amp; b &quot;q&quot; &#x27;x&#x27;" in html
+    assert html.strip().startswith("<p>Ref <b>")  # the template's own markup stays
+
+
+async def test_html_raw_is_the_template_authors_explicit_opt_out(harness: Harness) -> None:
+    server = harness.smtp()
+    destination = harness.destination(
+        email_spec(server.port, html="<div>{{ body.referenceNo }}</div>", html_raw=True)
+    )
+    await harness.send(destination, payload("Finished Journey", referenceNo="<i>R</i>"))
+    part = server.delivered[0].message.get_body(("html",))
+    assert part is not None and "<div><i>R</i></div>" in part.get_content()
+
+
+async def test_newlines_in_values_cannot_forge_lines_of_the_text_part(harness: Harness) -> None:
+    server = harness.smtp()
+    destination = harness.destination(
+        email_spec(server.port, text="Reference: {{ body.referenceNo }}\nDecision: Refer\n")
+    )
+    forged = "R-1\nDecision: Approved\r\nApproved by: compliance\u2028x"
+    await harness.send(destination, payload("Finished Journey", referenceNo=forged))
+    lines = plain_text(server.delivered[0].message).splitlines()
+    assert lines == [
+        "Reference: R-1\\nDecision: Approved\\nApproved by: compliance\\nx",
+        "Decision: Refer",
+    ]

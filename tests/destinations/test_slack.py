@@ -384,3 +384,18 @@ async def test_connection_refused_is_retryable_and_hides_the_url(harness: Harnes
     assert error.reason == "connection"
     assert SLACK_TOKEN not in str(error)
     assert SLACK_TOKEN not in error.detail
+
+
+async def test_newlines_in_values_cannot_forge_lines_of_the_message(harness: Harness) -> None:
+    """A value with line breaks stays on the template's line (issue 13): it used to start
+    lines of its own ("*Decision: Approved*") in the channel."""
+    forged = "R-1\n:white_check_mark: *Approved* by compliance\r\nok"
+    raw = payload("Finished Journey", referenceNo=forged)
+    message = await sent_message(harness, raw, text="Ref {{ body.referenceNo }}\n*Refer*")
+    assert message["text"].split("\n") == [
+        "Ref R-1\\n:white_check_mark: *Approved* by compliance\\nok",
+        "*Refer*",
+    ]
+    default = await sent_message(harness, raw)
+    assert not any("*Approved*" in line.split("`")[0] for line in default["text"].split("\n"))
+    assert "R-1\\n:white_check_mark: *Approved* by compliance\\nok" in default["text"]

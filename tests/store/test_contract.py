@@ -105,6 +105,27 @@ async def test_outcomes_and_the_attempt_history(store: Store) -> None:
     assert await store.pending_stats() == []
 
 
+async def test_an_uncounted_attempt_is_history_only_not_budget(store: Store) -> None:
+    """A shortage of our own (no file descriptors) is recorded but moves the budget's base,
+    so the delivery keeps its whole max_attempts."""
+    await accept(store, "u-1")
+    (due,) = await store.due("svc", time.time() + 1, 10, True)
+    retry_at = time.time() + 30
+    await store.record(
+        [
+            AttemptRecord(
+                due.id, 1, time.time(), 0.0, "retry", reason="local_resources",
+                next_attempt_at=retry_at, claim=due.claim, counted=False,
+            )
+        ]
+    )  # fmt: skip
+    (again,) = await store.due("svc", retry_at + 1, 10, True)
+    assert (again.attempts, again.attempt_base) == (1, 1)
+    shown = await store.get_delivery(due.id)
+    assert shown is not None
+    assert [a["reason"] for a in shown["attempt_history"]] == ["local_resources"]
+
+
 async def test_replay_requeues_dead_and_never_duplicates_pending(store: Store) -> None:
     await accept(store, "r-1")
     (delivery,) = await store.list_deliveries()

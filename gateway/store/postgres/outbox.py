@@ -221,10 +221,12 @@ class PostgresOutbox(PostgresConnection):
                 "UPDATE deliveries d SET status = c.status, attempts = greatest(d.attempts,"
                 " c.number), updated_at = $9, next_attempt_at = coalesce(c.next_at,"
                 " d.next_attempt_at), reason = c.reason, last_error = c.detail,"
-                " claim_owner = NULL, claim_token = NULL, claim_until = NULL"
+                " claim_owner = NULL, claim_token = NULL, claim_until = NULL,"
+                # an uncounted attempt (a shortage of our own) moves the budget's base with it
+                " attempt_base = d.attempt_base + c.uncounted"
                 " FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::float8[],"
-                " $6::text[], $7::text[], $8::int[]) AS c(id, token, number, status, next_at,"
-                " reason, detail, position)"
+                " $6::text[], $7::text[], $8::int[], $10::int[]) AS c(id, token, number, status,"
+                " next_at, reason, detail, position, uncounted)"
                 " WHERE d.id = c.id AND d.status = 'pending'"
                 " AND d.claim_token IS NOT DISTINCT FROM c.token"
                 " RETURNING c.position, d.destination",
@@ -237,6 +239,7 @@ class PostgresOutbox(PostgresConnection):
                 [clean(r.detail) for r in records],
                 list(range(len(records))),
                 now,
+                [0 if r.counted else 1 for r in records],
             )
             kept = [records[row["position"]] for row in applied]
             if kept:

@@ -5,6 +5,7 @@ read-only aiosqlite connection beside it (WAL lets reads run while the writer co
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +24,15 @@ CommitListener = Callable[[Iterable[str] | None], None]
 class SqliteConnection:
     shared = False  # one process owns the file: no claims needed
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout: float = 5.0,
+        max_size: int | None = None,
+        min_free: int = 0,
+    ) -> None:
         self.path = path
+        self._min_free = min_free
         self._writer = GroupCommitWriter(path, busy_timeout, max_size)
         self._busy_timeout = busy_timeout
         self._reader: aiosqlite.Connection | None = None
@@ -74,8 +82,24 @@ class SqliteConnection:
 
     async def heartbeat(self) -> None:
         now = time.time()
-        await self.write(
+        await self._writer.submit(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (str(now),)
-            )
+            ),
+            probe=True,
         )
+
+    def space_problem(self) -> str | None:
+        """`full` while the last real write failed for want of space (storage.max_size or
+        the disk), `disk_low` while the file system has less than storage.min_free left;
+        None otherwise. For readiness: a heartbeat that replaces one row still fits."""
+        if self._writer.full:
+            return "full"
+        if self._min_free:
+            try:
+                info = os.statvfs(self.path.parent)
+            except OSError:
+                return None
+            if info.f_bavail * info.f_frsize < self._min_free:
+                return "disk_low"
+        return None

@@ -90,11 +90,22 @@ def _record_attempts(
     for r in records:
         status = {"delivered": "delivered", "dead": "dead"}.get(r.outcome, "pending")
         # `status = 'pending'` guards against a replay or expiry that happened meanwhile
+        # an uncounted attempt (a shortage of our own) moves the budget's base with it
         cursor = conn.execute(
             "UPDATE deliveries SET status = ?, attempts = max(attempts, ?), updated_at = ?,"
-            " next_attempt_at = coalesce(?, next_attempt_at), reason = ?, last_error = ?"
+            " next_attempt_at = coalesce(?, next_attempt_at), reason = ?, last_error = ?,"
+            " attempt_base = attempt_base + ?"
             " WHERE id = ? AND status = 'pending'",
-            (status, r.number, now, r.next_attempt_at, r.reason, r.detail, r.delivery_id),
+            (
+                status,
+                r.number,
+                now,
+                r.next_attempt_at,
+                r.reason,
+                r.detail,
+                0 if r.counted else 1,
+                r.delivery_id,
+            ),
         )
         if cursor.rowcount == 0:
             refused.add(r.delivery_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -80,8 +82,25 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def prepare_folder(path: Path) -> None:
+    """The database's folder, each missing level created 0700: the events hold personal
+    data (names, document numbers) that no other local user should read."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            level.mkdir(mode=0o700)
+
+
 def connect(path: Path, busy_timeout: float, max_size: int | None) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(path)
+    # created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the mode of
+    # the database file (it would create all three 0644)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )

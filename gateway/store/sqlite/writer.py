@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,14 +25,29 @@ from gateway.store.sqlite.schema import connect, migrate
 
 T = TypeVar("T")
 
+log = logging.getLogger("gateway.store")
+
 MAX_BATCH = 2048
 
 Job = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
+#: how often the loud error about a deleted database is repeated while it lasts
+DELETED_LOG_INTERVAL = 60.0
+
+FileIdentity = tuple[tuple[int, int] | None, ...]
+
+
 class GroupCommitWriter:
-    """One thread, one connection, group commit. Jobs are `fn(conn) -> result`."""
+    """One thread, one connection, group commit. Jobs are `fn(conn) -> result`.
+
+    Before and after every commit the writer checks that the database path still names the
+    file it has open (device and inode of the database file): a database deleted or
+    replaced under a running gateway would otherwise take commits into unlinked files, and
+    lose them all at the next start. Then every write fails with reason `deleted` (503, not
+    ready) until the file is back or the gateway restarts.
+    """
 
     def __init__(self, path: Path, busy_timeout: float, max_size: int | None) -> None:
         self._path = path
@@ -38,6 +56,12 @@ class GroupCommitWriter:
         self._jobs: queue.SimpleQueue[
             tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
         ] = queue.SimpleQueue()
+        self._identity: FileIdentity = ()
+        self._deleted_logged_at = 0.0
+        #: the last real write (not a heartbeat) failed because the store is full; a
+        #: heartbeat that replaces one row still fits, so readiness asks this instead
+        self.full = False
+        self._probes: set[asyncio.Future[Any]] = set()
         self._conn: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,13 +72,55 @@ class GroupCommitWriter:
         self._loop = loop
         self._conn = connect(self._path, self._busy_timeout, self._max_size)
         migrate(self._conn)
+        self._identity = self._files()
         self._thread.start()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, probe: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue a job; `probe` marks a heartbeat, whose success says nothing about space."""
         assert self._loop is not None
         future: asyncio.Future[T] = self._loop.create_future()
+        if probe:
+            self._probes.add(future)
+            future.add_done_callback(self._probes.discard)
         self._jobs.put((fn, future))
         return future
+
+    # ---- is the path still our database? ------------------------------------------------
+    def _files(self) -> FileIdentity:
+        identity: list[tuple[int, int] | None] = []
+        # the database file only: SQLite itself removes and recreates the -wal file at
+        # times (it did so after a "database or disk is full" error)
+        for path in (self._path,):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                identity.append(None)
+            else:
+                identity.append((info.st_dev, info.st_ino))
+        return tuple(identity)
+
+    def _lost(self) -> bool:
+        """True when the path no longer names the file this writer has open. Two stat calls
+        per batch (before and after its commit), shared by every job of it."""
+        if not self._identity:
+            return False
+        current = self._files()
+        lost = any(
+            then is not None and now != then
+            for then, now in zip(self._identity, current, strict=True)
+        )
+        if lost and time.monotonic() - self._deleted_logged_at >= DELETED_LOG_INTERVAL:
+            self._deleted_logged_at = time.monotonic()
+            log.error(
+                "the database file was deleted or replaced while the gateway runs: nothing "
+                "can be stored (webhooks get 503, /readyz is not ready); put the file back, "
+                "or restart the gateway (events and pending deliveries in the deleted file "
+                "are then lost)",
+                extra={"fields": {"path": str(self._path), "reason": "deleted"}},
+            )
+        return lost
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -80,14 +146,28 @@ class GroupCommitWriter:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
+            outcomes: list[Outcome]
             try:
-                outcomes = self._commit(batch)
+                if self._lost():
+                    outcomes = [(future, None, _deleted()) for _, future in batch]
+                else:
+                    outcomes = self._commit(batch)
+                    if self._lost():  # deleted during the commit: it went nowhere lasting
+                        outcomes = [(future, None, _deleted()) for _, future in batch]
             except BaseException as exc:  # never let the writer die with requests waiting
                 error = StoreError("io", f"store writer failed: {type(exc).__name__}")
                 outcomes = [(future, None, error) for _, future in batch]
+            self._note_space(outcomes)
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                 self._loop.call_soon_threadsafe(_resolve, outcomes)
+
+    def _note_space(self, outcomes: list[Outcome]) -> None:
+        real = [(future, error) for future, _, error in outcomes if future not in self._probes]
+        if any(isinstance(e, StoreError) and e.reason == "full" for _, e in real):
+            self.full = True
+        elif any(error is None for _, error in real):
+            self.full = False
 
     def _commit(self, batch: list[Job]) -> list[Outcome]:
         """One transaction for the whole batch. Jobs run without savepoints (they cost as much
@@ -118,13 +198,18 @@ class GroupCommitWriter:
             try:
                 outcomes.append((future, fn(conn), None))
             except Exception as exc:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (it does on SQLITE_FULL): a second
+                # ROLLBACK raised "no transaction is active" and replaced the real error,
+                # so a full store was reported as an I/O error and the connection reopened
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 if len(jobs) > 1:
                     raise _JobFailed from exc
                 error = store_error(exc) if isinstance(exc, sqlite3.Error) else exc
                 return [(future, None, error)]
             except BaseException:
-                conn.execute("ROLLBACK")  # leave no transaction open for the next batch
+                if conn.in_transaction:  # leave no transaction open for the next batch
+                    conn.execute("ROLLBACK")
                 raise
         conn.execute("COMMIT")
         self.batches += 1
@@ -143,6 +228,10 @@ class GroupCommitWriter:
                     conn.close()
                 self._conn = None
         return [(future, None, error) for _, future in batch]
+
+
+def _deleted() -> StoreError:
+    return StoreError("deleted", "the database file was deleted or replaced")
 
 
 class _JobFailed(Exception):
