@@ -104,11 +104,13 @@ class Runtime:
                 log.exception("reload failed")
 
     async def _watch(self) -> None:
-        seen = content_digest(self.current.files, self.current.rules_patterns)
+        seen = content_digest(_watched(self.current), self.current.rules_patterns)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             current = self.current
-            digest = await asyncio.to_thread(content_digest, current.files, current.rules_patterns)
+            digest = await asyncio.to_thread(
+                content_digest, _watched(current), current.rules_patterns
+            )
             if digest != seen:
                 seen = digest
                 log.info("config files changed; reloading")
@@ -172,6 +174,12 @@ def _keep_restart_only(old: Config, new: Config) -> Config:
     )
     admin = replace(new.admin, host=old.admin.host, port=old.admin.port)
     return replace(new, server=server, admin=admin, storage=old.storage, logging=old.logging)
+
+
+def _watched(config: Config) -> tuple[Path, ...]:
+    """The config and rules files, and the secret files they read: a rotated Kubernetes
+    Secret is a reload, not a restart."""
+    return config.files + config.secret_files
 
 
 def content_digest(files: tuple[Path, ...], patterns: tuple[str, ...]) -> str:

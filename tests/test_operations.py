@@ -154,6 +154,28 @@ def test_watch_reloads_when_rule_file_content_changes(tmp_path: Path) -> None:
         wait_until(lambda: len(lines(tmp_path / "b.out")) == 1)
 
 
+def test_watch_reloads_when_a_secret_file_is_rotated(tmp_path: Path) -> None:
+    """A mounted Secret (read with ${file:}) is rotated the way Kubernetes does it: a new
+    file renamed over the old one. --watch reloads it; no SIGHUP, no restart."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("first-token-0123456789")
+    config = base_config(tmp_path, auth={"bearer": ["${file:secrets/token}"]})
+    path = write_config(tmp_path, config)
+    body = payload("Finished Step", event_id="rotated-1")
+    with gateway_process(path, "--watch") as gateway:
+        assert post(gateway.url, body, {"Authorization": "Bearer first-token-0123456789"})[0] == 200
+        replacement = tmp_path / "token.new"
+        replacement.write_text("second-token-9876543210")
+        replacement.rename(secrets / "token")
+        wait_until(lambda: gateway.logged("config reloaded"), timeout=10)
+        second = {"Authorization": "Bearer second-token-9876543210"}
+        assert post(gateway.url, payload("Finished Step", event_id="rotated-2"), second)[0] == 200
+        old = {"Authorization": "Bearer first-token-0123456789"}
+        assert post(gateway.url, payload("Finished Step", event_id="rotated-3"), old)[0] == 401
+        assert "second-token-9876543210" not in gateway.logs()
+
+
 def test_reload_storm_under_load_answers_every_request(tmp_path: Path) -> None:
     config = base_config(
         tmp_path,

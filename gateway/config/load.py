@@ -118,6 +118,7 @@ def _assemble(
         rules=RuleSet(rules),
         unmatched=fallback,
         files=tuple(Path(s.file) for s in reader.sources),
+        secret_files=tuple(dict.fromkeys(reader.secret_files)),
         rules_patterns=tuple(patterns),
         digest=reader.digest.hexdigest(),
         redactor=reader.redactor,
@@ -133,6 +134,7 @@ class _Reader:
     redactor: Redactor
     report: Report = field(default_factory=Report)
     sources: list[Source] = field(default_factory=list)
+    secret_files: list[Path] = field(default_factory=list)  # read by ${file:...}
     # keyed: the digest covers resolved secret values, and /-/reload shows it (an unkeyed
     # hash would let a weak secret be guessed offline)
     digest: Any = field(default_factory=lambda: hmac.new(DIGEST_KEY, digestmod=hashlib.sha256))
@@ -177,7 +179,7 @@ class _Reader:
             return value
         try:
             text, substituted = interpolate(
-                value, self.environ, _read_secret_file(self.base_dir), rules_env
+                value, self.environ, _read_secret_file(self.base_dir, self.secret_files), rules_env
             )
             if substituted and _is_rule_name(path):
                 raise InterpolationError(
@@ -226,9 +228,13 @@ def _is_rule_name(path: KeyPath) -> bool:
 MAX_SECRET_FILE = 64 * 1024
 
 
-def _read_secret_file(base_dir: Path) -> Callable[[str], str]:
+def _read_secret_file(base_dir: Path, seen: list[Path] | None = None) -> Callable[[str], str]:
+    """`${file:PATH}`'s reader; each path read is added to `seen` (for --watch)."""
+
     def read(path: str) -> str:
         full = Path(path) if os.path.isabs(path) else base_dir / path
+        if seen is not None:
+            seen.append(full)
         # O_NONBLOCK: opening a FIFO must not wait for a writer; then only a regular file
         # is read (a FIFO, /dev/zero or /dev/stdin would block or never end)
         fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)

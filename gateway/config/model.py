@@ -76,6 +76,8 @@ class Config:
     files: tuple[Path, ...]  # every file read (config + rules files), for --watch
     rules_patterns: tuple[str, ...]  # absolute rules_files globs, so --watch sees new files
     digest: str  # HMAC-SHA256 (a per-process key) over the files and the resolved values
+    # files read by ${file:...} (mounted Secrets): --watch reloads when one is rotated
+    secret_files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     # the credentials this config brought, for everything it makes print or log
     redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
