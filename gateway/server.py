@@ -131,8 +131,9 @@ async def _listen(
         return None
     await admin_runner.setup()
     try:
-        await listeners[0].start(config.server.host, config.server.port)
+        # admin first: once the webhook port answers, metrics and reload answer too
         await listeners[1].start(config.admin.host, config.admin.port)
+        await listeners[0].start(config.server.host, config.server.port)
     except OSError as exc:
         log.error("cannot listen", extra={"fields": {"error": str(exc)}})
         for listener in listeners:
