@@ -7,6 +7,7 @@ the ratio to the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -74,6 +75,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     path: str
+    admin_port: int | None = None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -179,7 +181,48 @@ def start_gateway(config_path: Path, log_level_env: dict[str, str] | None = None
         env={**os.environ, **(log_level_env or {})},
     )
     wait_healthy(f"http://127.0.0.1:{port}/healthz")
-    return Server(process, port, config.get("server", {}).get("path", "/webhooks/idwise"))
+    return Server(
+        process,
+        port,
+        config.get("server", {}).get("path", "/webhooks/idwise"),
+        config.get("admin", {}).get("port"),
+    )
+
+
+def writer_stats(server: Server) -> tuple[int, int]:
+    """The gateway's group commits and committed jobs so far (its /metrics counters)."""
+    if server.admin_port is None:
+        return 0, 0
+    url = f"http://127.0.0.1:{server.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found = dict(re.findall(r"^idwise_gateway_store_(commits|jobs)_total (\S+)$", text, re.M))
+    return int(float(found.get("commits", 0))), int(float(found.get("jobs", 0)))
+
+
+def fsync_commits_per_s(directory: Path, seconds: float = 2.0) -> float:
+    """The limit one fsync per commit sets: tiny commits in a loop, WAL and synchronous=FULL
+    like the gateway's store, on the same file system as its database."""
+    import sqlite3
+
+    path = directory / "fsync-probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v BLOB)")
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES (x'00')")
+        conn.execute("COMMIT")
+        count += 1
+    elapsed = time.perf_counter() - start
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}{suffix}")
+    return count / elapsed
 
 
 WRK_SCRIPT = r"""
@@ -229,6 +272,10 @@ class WrkResult:
     #: the server's own CPU time per answered 2xx request over the measured window: the
     #: figure that holds on a busy machine (wall-clock rates move with the neighbours)
     cpu_us_per_request: float = float("nan")
+    #: the store's group commits and committed jobs over the window (gateway only)
+    commits: int = 0
+    jobs: int = 0
+    seconds: float = 0.0
 
 
 def _ms(text: str) -> float:
@@ -264,9 +311,13 @@ def run_wrk(
             f"http://127.0.0.1:{port}{path}",
         ],
     )
+    stats_before = writer_stats(server) if server else (0, 0)
     cpu_before = server.cpu_seconds() if server else 0.0
+    started = time.monotonic()
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    elapsed = time.monotonic() - started
     cpu = server.cpu_seconds() - cpu_before if server else float("nan")
+    stats_after = writer_stats(server) if server else (0, 0)
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -277,7 +328,18 @@ def run_wrk(
     non_2xx = int(non.group(1)) if non else 0
     errors = sum(int(g) for g in errs.groups()) if errs else 0
     answered = max(total - non_2xx, 1)
-    return WrkResult(rps, p50, p99, non_2xx, errors, total, cpu * 1e6 / answered)
+    return WrkResult(
+        rps,
+        p50,
+        p99,
+        non_2xx,
+        errors,
+        total,
+        cpu * 1e6 / answered,
+        stats_after[0] - stats_before[0],
+        stats_after[1] - stats_before[1],
+        elapsed,
+    )
 
 
 def summary(values: list[float]) -> str:

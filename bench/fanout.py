@@ -97,10 +97,15 @@ def throughput_round(destinations: int, seconds: int) -> dict[str, float]:
             gateway = start_gateway(config)
             try:
                 started = time.time()
+                cpu_start = gateway.cpu_seconds()
                 result = run_wrk(gateway.port, gateway.path, 64, seconds, uuid.uuid4().hex[:8])
                 accepted = result.requests - result.non_2xx
                 expected = accepted * destinations
+                # the drain phase (load over, deliveries still going) is delivery work alone
+                cpu_drain = gateway.cpu_seconds()
+                count_drain = sink_count(sink_port)
                 wait_drained(sink_port, expected)
+                cpu_end = gateway.cpu_seconds()
                 arrivals = sink_dump(sink_port, Path(tmp) / "arrivals.json")
                 last = max(a[0] for a in arrivals)
                 conn = sqlite3.connect(Path(tmp) / "gateway.db")
@@ -116,6 +121,12 @@ def throughput_round(destinations: int, seconds: int) -> dict[str, float]:
                     "expected": float(expected),
                     "saturated_p99_s": lags[int(len(lags) * 0.99) - 1] if lags else float("nan"),
                     "rss_mb": gateway.rss_mb(),
+                    # whole window: ingest and delivery, per delivery
+                    "cpu_us_per_delivery": (cpu_end - cpu_start) * 1e6 / max(len(arrivals), 1),
+                    "drain_cpu_us_per_delivery": (cpu_end - cpu_drain)
+                    * 1e6
+                    / max(expected - count_drain, 1),
+                    "drain_deliveries": float(expected - count_drain),
                 }
             finally:
                 gateway.stop()
@@ -212,16 +223,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     baseline_rps: list[float] = []
+    baseline_cpu: list[float] = []
     through: dict[int, list[dict[str, float]]] = {1: [], 3: []}
     latency: dict[int, list[dict[str, float]]] = {1: [], 3: []}
     for round_number in range(args.rounds):
         baseline = start_baseline()
         try:
-            baseline_rps.append(
-                run_wrk(
-                    baseline.port, baseline.path, 64, args.seconds, uuid.uuid4().hex[:8]
-                ).requests_per_s
+            measured = run_wrk(
+                baseline.port, baseline.path, 64, args.seconds, uuid.uuid4().hex[:8], baseline
             )
+            baseline_rps.append(measured.requests_per_s)
+            baseline_cpu.append(measured.cpu_us_per_request)
         finally:
             baseline.stop()
         for destinations in (1, 3):
@@ -237,7 +249,10 @@ def main() -> None:
     print()
     print(f"machine: {machine()}")
     base = statistics.median(baseline_rps)
-    print(f"baseline (minimal aiohttp app, 64 connections): {summary(baseline_rps)} req/s")
+    print(
+        f"baseline (minimal aiohttp app, 64 connections): {summary(baseline_rps)} req/s, "
+        f"CPU {statistics.median(baseline_cpu):.0f} us per request"
+    )
     report = {"machine": machine(), "baseline_rps": baseline_rps, "destinations": {}}
     for destinations in (1, 3):
         rates = [t["deliveries_per_s"] for t in through[destinations]]
@@ -246,8 +261,12 @@ def main() -> None:
         p99 = statistics.median(x["p99_ms"] for x in latency[destinations])
         lost = sum(max(0.0, t["expected"] - t["deliveries"]) for t in through[destinations])
         duplicates = sum(t["duplicates"] for t in through[destinations])
+        cpu = statistics.median(t["cpu_us_per_delivery"] for t in through[destinations])
+        drain_cpu = statistics.median(t["drain_cpu_us_per_delivery"] for t in through[destinations])
         print(
             f"{destinations} destination(s): {summary(rates)} deliveries/s = {ratio:.2f}x baseline; "
+            f"CPU {cpu:.0f} us per delivery (ingest included), {drain_cpu:.0f} us in the drain "
+            f"phase (delivery alone); "
             f"paced {args.rate}/s POST->arrival p50 {p50:.1f} ms p99 {p99:.1f} ms; "
             f"missing {lost:.0f}, duplicates {duplicates:.0f}"
         )
@@ -256,6 +275,8 @@ def main() -> None:
             "ratio": ratio,
             "paced_p50_ms": p50,
             "paced_p99_ms": p99,
+            "cpu_us_per_delivery": cpu,
+            "drain_cpu_us_per_delivery": drain_cpu,
             "rounds": through[destinations],
         }
     dump("fanout", report)

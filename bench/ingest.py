@@ -18,6 +18,7 @@ from common import (
     IDLE_DESTINATIONS,
     bench_rules,
     dump,
+    fsync_commits_per_s,
     gateway_config,
     machine,
     run_wrk,
@@ -38,6 +39,7 @@ def main() -> None:
         "baseline": {c: [] for c in levels},
         "gateway": {c: [] for c in levels},
     }
+    fsync_rates: dict[int, list[float]] = {c: [] for c in levels}
     for round_number in range(args.rounds):
         for connections in levels:
             baseline = start_baseline()
@@ -55,6 +57,7 @@ def main() -> None:
             finally:
                 baseline.stop()
             with tempfile.TemporaryDirectory() as tmp:
+                fsync_rates[connections].append(fsync_commits_per_s(Path(tmp)))
                 config = gateway_config(Path(tmp), IDLE_DESTINATIONS, bench_rules(20))
                 gateway = start_gateway(config)
                 try:
@@ -106,6 +109,23 @@ def main() -> None:
             "baseline_cpu_us_per_request": base_cpu,
             "gateway_cpu_us_per_webhook": gw_cpu,
         }
+    print()
+    print("the fsync limit: tiny commits/s on the same file system (WAL, synchronous=FULL),")
+    print("beside the gateway's group commits/s; with c connections a batch holds at most c")
+    print(
+        f"{'conns':>5}  {'probe commits/s':>15}  {'gw commits/s':>12}  {'of probe':>8}  {'jobs/commit':>11}  {'c x probe':>9}"
+    )
+    for c in levels:
+        probe = statistics.median(fsync_rates[c])
+        runs = results["gateway"][c]
+        commits = statistics.median(r.commits / r.seconds for r in runs if r.seconds)
+        per = statistics.median(r.jobs / r.commits for r in runs if r.commits)
+        print(
+            f"{c:>5}  {probe:>15,.0f}  {commits:>12,.0f}  {commits / probe:>7.0%}  {per:>11.1f}  {c * probe:>9,.0f}"
+        )
+        report["levels"][c].update(
+            fsync_probe_commits_per_s=probe, gateway_commits_per_s=commits, jobs_per_commit=per
+        )
     dump("ingest", report)
     _ = time
 

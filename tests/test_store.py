@@ -124,6 +124,43 @@ async def test_one_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_accepts_of_one_batch_keep_duplicates_and_failures_to_themselves(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "d.db")
+    try:
+        first = await store.accept(parse_event(event("stored")), [("svc", "r")], ["r"], None, {})
+
+        def accept(key: str, routes: list[tuple[str, str | None]]) -> "asyncio.Future[object]":
+            return asyncio.ensure_future(
+                store.accept(parse_event(event(key)), routes, ["r"], None, {"X-Request-Id": key})
+            )
+
+        # submitted in one go, so the writer takes them as one batch (or a few)
+        results = await asyncio.gather(
+            accept("new-1", [("svc", "r"), ("other", None)]),
+            accept("stored", [("svc", "r")]),
+            accept("new-1", [("svc", "r")]),
+            accept("broken", [("svc", "r"), ("svc", "r")]),  # the same delivery twice: fails
+            accept("new-2", [("svc", "r")]),
+            return_exceptions=True,
+        )
+        statuses = [getattr(r, "status", None) for r in results]
+        assert statuses == ["accepted", "duplicate", "duplicate", None, "accepted"]
+        assert isinstance(results[3], StoreError)
+        new_1, stored, again = results[0], results[1], results[2]
+        assert getattr(stored, "event_row", None) == first.event_row
+        assert getattr(again, "event_row", None) == getattr(new_1, "event_row", None)
+        assert len(getattr(new_1, "delivery_ids", ())) == 2
+        events = {r["dedupe_key"]: r for r in await store.list_events()}
+        assert set(events) == {"stored", "new-1", "new-2"}
+        deliveries = await store.list_deliveries()
+        assert len(deliveries) == 4
+        assert {r["id"] for r in deliveries} >= set(getattr(new_1, "delivery_ids", ()))
+    finally:
+        await store.close()
+
+
 async def test_replay_requeues_dead_and_never_duplicates_pending(tmp_path: Path) -> None:
     store = await opened(tmp_path / "r.db")
     try:

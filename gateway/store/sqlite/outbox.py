@@ -7,62 +7,95 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.events import Event
 from gateway.store.records import Accepted, AttemptRecord, DueDelivery, Requeued
 from gateway.store.sqlite.connection import SqliteConnection
+from gateway.store.sqlite.writer import Batched
 
 
-def _insert_event(
-    conn: sqlite3.Connection,
-    event: Event,
-    routes: Sequence[tuple[str, str | None]],
-    rules: Sequence[str],
-    received_at: float,
-    source_ip: str | None,
-    headers: dict[str, str],
-) -> Accepted:
-    cursor = conn.execute(
-        "INSERT OR IGNORE INTO events (dedupe_key, event_type, event_id, journey_key, reference_no,"
-        " received_at, source_ip, headers, rules, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (
-            event.dedupe_key,
-            event.type,
-            event.event_id,
-            event.journey_key,
-            event.reference_no,
-            received_at,
-            source_ip,
-            json.dumps(headers),
-            json.dumps(list(rules)),
-            event.raw,
-        ),
-    )
-    if cursor.rowcount == 0:
-        row = conn.execute(
-            "SELECT id FROM events WHERE dedupe_key = ?", (event.dedupe_key,)
-        ).fetchone()
-        return Accepted("duplicate", row[0])
-    event_row = cursor.lastrowid
-    assert event_row is not None
-    ids = []
-    for destination, rule in routes:
-        cursor = conn.execute(
-            "INSERT INTO deliveries (event_row, destination, rule, journey_key, queued_at,"
-            " next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-            (
-                event_row,
-                destination,
-                rule,
-                event.journey_key,
-                received_at,
-                received_at,
-                received_at,
-            ),
-        )
-        ids.append(cursor.lastrowid or 0)
-    return Accepted("accepted", event_row, tuple(ids))
+@dataclass(frozen=True, slots=True)
+class _Accept:
+    """One accept as data, built on the request's side (it overlaps the writer's fsync):
+    the events row without its id, and the (destination, rule) pairs to queue."""
+
+    row: tuple[Any, ...]  # dedupe_key first, then the columns of _EVENT_COLUMNS
+    journey_key: str | None
+    received_at: float
+    routes: Sequence[tuple[str, str | None]]
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (id, dedupe_key, event_type, event_id, journey_key, reference_no,"
+    " received_at, source_ip, headers, rules, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (id, event_row, destination, rule, journey_key, queued_at,"
+    " next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+#: the JSON of the last few rule lists: a config has few distinct ones, each request one
+_RULES_JSON: dict[tuple[str, ...], str] = {}
+
+
+def _rules_json(rules: Sequence[str]) -> str:
+    key = tuple(rules)
+    text = _RULES_JSON.get(key)
+    if text is None:
+        if len(_RULES_JSON) >= 1024:
+            _RULES_JSON.clear()
+        text = _RULES_JSON[key] = json.dumps(list(key))
+    return text
+
+
+def _insert_events(conn: sqlite3.Connection, items: list[_Accept]) -> list[Accepted]:
+    """The accepts of one group commit in a few statements: one SELECT finds the eventIds
+    already stored, one executemany inserts the new events, one their deliveries. Row ids
+    are given explicitly (max + 1, what SQLite would pick: the writer holds the write lock).
+    A repeated eventId, stored before or earlier in the same batch, answers duplicate with
+    the first one's row."""
+    if len(items) == 1:
+        found = conn.execute(
+            "SELECT dedupe_key, id FROM events WHERE dedupe_key = ?", (items[0].row[0],)
+        ).fetchall()
+    else:
+        found = conn.execute(
+            "SELECT dedupe_key, id FROM events"
+            " WHERE dedupe_key IN (SELECT value FROM json_each(?))",
+            (json.dumps([item.row[0] for item in items]),),
+        ).fetchall()
+    known: dict[str, int] = dict(found)
+    if len(known) == len(items):  # all duplicates (a sender retrying): nothing to insert
+        return [Accepted("duplicate", known[item.row[0]]) for item in items]
+    last_event, last_delivery = conn.execute(
+        "SELECT (SELECT coalesce(max(id), 0) FROM events),"
+        " (SELECT coalesce(max(id), 0) FROM deliveries)"
+    ).fetchone()
+    events: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    results: list[Accepted] = []
+    for item in items:
+        key = item.row[0]
+        row = known.get(key)
+        if row is not None:
+            results.append(Accepted("duplicate", row))
+            continue
+        last_event += 1
+        known[key] = last_event
+        events.append((last_event, *item.row))
+        at = item.received_at
+        first = last_delivery + 1
+        for destination, rule in item.routes:
+            last_delivery += 1
+            deliveries.append(
+                (last_delivery, last_event, destination, rule, item.journey_key, at, at, at)
+            )
+        results.append(Accepted("accepted", last_event, tuple(range(first, last_delivery + 1))))
+    conn.executemany(_INSERT_EVENT, events)
+    if deliveries:
+        conn.executemany(_INSERT_DELIVERY, deliveries)
+    return results
 
 
 def _record_attempts(
@@ -124,8 +157,20 @@ class SqliteOutbox(SqliteConnection):
         received_at: float | None = None,
     ) -> Accepted:
         at = time.time() if received_at is None else received_at
+        row = (
+            event.dedupe_key,
+            event.type,
+            event.event_id,
+            event.journey_key,
+            event.reference_no,
+            at,
+            source_ip,
+            json.dumps(headers),
+            _rules_json(rules),
+            event.raw,
+        )
         accepted = await self.write(
-            lambda conn: _insert_event(conn, event, routes, rules, at, source_ip, headers)
+            Batched(_insert_events, _Accept(row, event.journey_key, at, routes))
         )
         if accepted.delivery_ids:
             self._made_due(destination for destination, _ in routes)
