@@ -26,6 +26,16 @@ from gateway.secret import Redactor
 LOGGED = web.RequestKey("logged", bool)
 
 
+_LEVEL_NAMES: dict[int, str] = {}
+
+
+def _level_name(level: int) -> str:
+    name = _LEVEL_NAMES.get(level)
+    if name is None:
+        name = _LEVEL_NAMES[level] = logging.getLevelName(level).lower()
+    return name
+
+
 class JsonFormatter(logging.Formatter):
     _second = -1
     _stamp = ""
@@ -47,7 +57,7 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         entry: dict[str, Any] = {
             "time": self._time(created),
-            "level": logging.getLevelName(level).lower(),
+            "level": _level_name(level),
             "logger": name,
             "msg": msg,
         }

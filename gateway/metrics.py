@@ -150,6 +150,7 @@ class Metrics:
         r.register(_BuildInfoCollector())
         self._known_destinations: set[str] = set()
         self._webhook_children: dict[tuple[str, str], Counter] = {}
+        self._delivery_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def prime(
         self, destination_names: Iterable[str], event_types: Iterable[str] = idwise.EVENT_TYPES
@@ -191,8 +192,16 @@ class Metrics:
         self.rejected.labels(reason).inc()
 
     def delivery(self, destination: str, outcome: str, seconds: float) -> None:
-        self.deliveries.labels(destination, outcome).inc()
-        self.duration.labels(destination).observe(seconds)
+        # children resolved once per (destination, outcome): labels() costs a lock and a
+        # lookup, and this runs for every attempt
+        children = self._delivery_children.get((destination, outcome))
+        if children is None:
+            children = self._delivery_children[(destination, outcome)] = (
+                self.deliveries.labels(destination, outcome),
+                self.duration.labels(destination),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_pending(self, counts: dict[str, int], oldest_age: float) -> None:
         for name in self._known_destinations - set(counts):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -108,6 +108,8 @@ def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
 def _refuse_compressed(request: web.Request) -> None:
     # every Content-Encoding header counts: aiohttp would inflate a gzip body named by any of
     # them, so a second header must not smuggle a compressed (bomb) body past this check
+    if "Content-Encoding" not in request.headers:
+        return
     encodings = {
         part.strip().lower()
         for value in request.headers.getall("Content-Encoding", ())
@@ -154,7 +156,7 @@ async def _store(request: web.Request, config: Config, event: Event, source: str
             "overloaded", 503, "overloaded", "overloaded", "store is not keeping up; retry",
             event=event, headers=RETRY_LATER,
         )  # fmt: skip
-    secret_headers = {h.name for h in config.auth.headers}
+    secret_headers = [h.name for h in config.auth.headers]
     lifecycle.waiting_for_commit += 1
     try:
         accepted = await request.app[STORE].accept(
@@ -171,16 +173,25 @@ async def _store(request: web.Request, config: Config, event: Event, source: str
     return Outcome(accepted.status, event=event, rules=tuple(rules), destinations=destinations)
 
 
-def _kept_headers(request: web.Request, secret_header_names: set[str]) -> dict[str, str]:
-    kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    forwarded = header_lines(request.headers, "X-Forwarded-For")
+_SHOWN_SCHEMES = {"basic": "Basic ****", "bearer": "Bearer ****"}
+
+
+def _kept_headers(request: web.Request, secret_header_names: Iterable[str]) -> dict[str, str]:
+    headers = request.headers
+    kept: dict[str, str] = {}
+    for name in KEPT_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            kept[name] = value
+    forwarded = header_lines(headers, "X-Forwarded-For")
     if forwarded is not None:
         kept["X-Forwarded-For"] = forwarded  # every line, as the allowlist read it
-    if "Authorization" in request.headers:
-        scheme = request.headers["Authorization"].split(" ", 1)[0].lower()
-        kept["Authorization"] = {"basic": "Basic ****", "bearer": "Bearer ****"}.get(scheme, "****")
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        scheme = authorization.split(" ", 1)[0].lower()
+        kept["Authorization"] = _SHOWN_SCHEMES.get(scheme, "****")
     for name in secret_header_names:
-        if name in request.headers:
+        if name in headers:
             kept[name] = "****"
     return kept
 
@@ -206,13 +217,21 @@ _LINES = {
 
 def _log(outcome: Outcome) -> None:
     level, message = _LINES[outcome.outcome]
-    fields: dict[str, object] = {"msg_kind": "webhook"}
     event = outcome.event
+    fields: dict[str, object]
     if event is not None:
-        fields.update(eventId=event.dedupe_key, event_type=event.type, journeyId=event.journey_key)
-    fields["outcome"] = outcome.outcome
+        fields = {
+            "msg_kind": "webhook",
+            "eventId": event.dedupe_key,
+            "event_type": event.type,
+            "journeyId": event.journey_key,
+            "outcome": outcome.outcome,
+        }
+    else:
+        fields = {"msg_kind": "webhook", "outcome": outcome.outcome}
     if outcome.outcome in ("accepted", "duplicate"):
-        fields.update(rules=list(outcome.rules), destinations=list(outcome.destinations))
+        fields["rules"] = outcome.rules  # tuples are written as JSON lists
+        fields["destinations"] = outcome.destinations
     else:
         fields["reason"] = outcome.reason
     if outcome.remote is not None:
