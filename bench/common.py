@@ -169,16 +169,22 @@ def gateway_config(
     return path
 
 
-def start_gateway(config_path: Path, log_level_env: dict[str, str] | None = None) -> Server:
+def start_gateway(
+    config_path: Path, log_level_env: dict[str, str] | None = None, root: Path | None = None
+) -> Server:
+    """The gateway of this checkout, or of the checkout at `root` (a "before" to compare)."""
     config = yaml.safe_load(config_path.read_text())
     port = config["server"]["port"]
     log = open(config_path.parent / "gateway.log", "ab")  # noqa: SIM115 - lives with the process
+    env = {**os.environ, **(log_level_env or {})}
+    if root is not None:
+        env["PYTHONPATH"] = str(root)  # ahead of this checkout's editable install
     process = subprocess.Popen(
         pinned(SERVER_CPU, [sys.executable, "-m", "gateway", "serve", "-c", str(config_path)]),
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, **(log_level_env or {})},
+        cwd=root or ROOT,
+        env=env,
     )
     wait_healthy(f"http://127.0.0.1:{port}/healthz")
     return Server(

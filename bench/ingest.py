@@ -2,7 +2,12 @@
 unique eventIds and ~20 rules, at 1, 10 and 64 connections, against the baseline app in
 the same run. Server pinned to CPU 0, wrk to CPU 1.
 
-    python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 1,10,64]
+    python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 1,10,64] [--before DIR]
+
+`--before DIR`: another checkout of the gateway (e.g. `git worktree add DIR main`) measured
+in the same rounds, interleaved, so a change is judged against its "before" on the same
+machine at the same moment. Each level also probes tiny commits/s on the same file system
+(WAL, synchronous=FULL): the limit one fsync per group commit sets.
 """
 
 from __future__ import annotations
@@ -10,12 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from common import (
     IDLE_DESTINATIONS,
+    WrkResult,
     bench_rules,
     dump,
     fsync_commits_per_s,
@@ -33,11 +38,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", default="1,10,64")
+    parser.add_argument("--before", type=Path, help="another checkout, measured as 'before'")
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
-    results: dict[str, dict[int, list]] = {
-        "baseline": {c: [] for c in levels},
-        "gateway": {c: [] for c in levels},
+    gateways: dict[str, Path | None] = {"gateway": None}
+    if args.before:
+        gateways = {"before": args.before.resolve(), "gateway": None}
+    results: dict[str, dict[int, list[WrkResult]]] = {
+        name: {c: [] for c in levels} for name in ("baseline", *gateways)
     }
     fsync_rates: dict[int, list[float]] = {c: [] for c in levels}
     for round_number in range(args.rounds):
@@ -56,78 +64,79 @@ def main() -> None:
                 )
             finally:
                 baseline.stop()
-            with tempfile.TemporaryDirectory() as tmp:
-                fsync_rates[connections].append(fsync_commits_per_s(Path(tmp)))
-                config = gateway_config(Path(tmp), IDLE_DESTINATIONS, bench_rules(20))
-                gateway = start_gateway(config)
-                try:
-                    results["gateway"][connections].append(
-                        run_wrk(
-                            gateway.port,
-                            gateway.path,
-                            connections,
-                            args.seconds,
-                            uuid.uuid4().hex[:8],
-                            server=gateway,
+            for name, root in gateways.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    if name == "gateway":
+                        fsync_rates[connections].append(fsync_commits_per_s(Path(tmp)))
+                    config = gateway_config(Path(tmp), IDLE_DESTINATIONS, bench_rules(20))
+                    gateway = start_gateway(config, root=root)
+                    try:
+                        results[name][connections].append(
+                            run_wrk(
+                                gateway.port,
+                                gateway.path,
+                                connections,
+                                args.seconds,
+                                uuid.uuid4().hex[:8],
+                                server=gateway,
+                            )
                         )
-                    )
-                finally:
-                    gateway.stop()
-            print(
-                f"round {round_number + 1}/{args.rounds} c={connections}: "
-                f"baseline {results['baseline'][connections][-1].requests_per_s:,.0f} req/s, "
-                f"gateway {results['gateway'][connections][-1].requests_per_s:,.0f} req/s",
-                flush=True,
+                    finally:
+                        gateway.stop()
+            shown = ", ".join(
+                f"{name} {results[name][connections][-1].requests_per_s:,.0f} req/s "
+                f"({results[name][connections][-1].cpu_us_per_request:.0f} us CPU)"
+                for name in results
             )
+            print(f"round {round_number + 1}/{args.rounds} c={connections}: {shown}", flush=True)
     print()
     print(f"machine: {machine()}")
     print(
-        f"{'conns':>5}  {'baseline req/s':>34}  {'gateway req/s':>34}  {'ratio':>6}  {'gw p50':>7}  {'gw p99':>7}  {'base p99':>8}  {'base CPU':>9}  {'gw CPU':>9}  non-2xx"
+        f"{'':>8}{'conns':>5}  {'req/s':>34}  {'ratio':>6}  {'p50':>7}  {'p99':>8}  {'CPU/req':>8}  non-2xx"
     )
-    report = {"machine": machine(), "levels": {}}
+    report: dict[str, object] = {"machine": machine(), "levels": {}}
+    levels_report: dict[int, dict[str, object]] = {}
     for c in levels:
-        base = [r.requests_per_s for r in results["baseline"][c]]
-        gw = [r.requests_per_s for r in results["gateway"][c]]
-        ratio = statistics.median(gw) / statistics.median(base)
-        p50 = statistics.median(r.p50_ms for r in results["gateway"][c])
-        p99 = statistics.median(r.p99_ms for r in results["gateway"][c])
-        bp99 = statistics.median(r.p99_ms for r in results["baseline"][c])
-        non2xx = sum(r.non_2xx + r.errors for r in results["gateway"][c])
-        base_cpu = statistics.median(r.cpu_us_per_request for r in results["baseline"][c])
-        gw_cpu = statistics.median(r.cpu_us_per_request for r in results["gateway"][c])
-        print(
-            f"{c:>5}  {summary(base):>34}  {summary(gw):>34}  {ratio:>5.2f}x  {p50:>5.2f}ms  {p99:>5.2f}ms  {bp99:>6.2f}ms  {base_cpu:>7.0f}us  {gw_cpu:>7.0f}us  {non2xx}"
-        )
-        report["levels"][c] = {
-            "baseline_rps": base,
-            "gateway_rps": gw,
-            "ratio": ratio,
-            "gateway_p50_ms": p50,
-            "gateway_p99_ms": p99,
-            "baseline_p99_ms": bp99,
-            "gateway_non_2xx": non2xx,
-            "baseline_cpu_us_per_request": base_cpu,
-            "gateway_cpu_us_per_webhook": gw_cpu,
-        }
+        base_rps = statistics.median(r.requests_per_s for r in results["baseline"][c])
+        levels_report[c] = {}
+        for name, runs in results.items():
+            rps = [r.requests_per_s for r in runs[c]]
+            ratio = statistics.median(rps) / base_rps
+            p50 = statistics.median(r.p50_ms for r in runs[c])
+            p99 = statistics.median(r.p99_ms for r in runs[c])
+            cpu = statistics.median(r.cpu_us_per_request for r in runs[c])
+            non2xx = sum(r.non_2xx + r.errors for r in runs[c])
+            print(
+                f"{name:>8}{c:>5}  {summary(rps):>34}  {ratio:>5.2f}x  {p50:>5.2f}ms  {p99:>6.2f}ms  {cpu:>6.0f}us  {non2xx}"
+            )
+            levels_report[c][name] = {
+                "rps": rps,
+                "ratio": ratio,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "cpu_us_per_request": cpu,
+                "non_2xx": non2xx,
+            }
     print()
     print("the fsync limit: tiny commits/s on the same file system (WAL, synchronous=FULL),")
     print("beside the gateway's group commits/s; with c connections a batch holds at most c")
     print(
-        f"{'conns':>5}  {'probe commits/s':>15}  {'gw commits/s':>12}  {'of probe':>8}  {'jobs/commit':>11}  {'c x probe':>9}"
+        f"{'':>8}{'conns':>5}  {'probe commits/s':>15}  {'commits/s':>9}  {'of probe':>8}  {'jobs/commit':>11}  {'c x probe':>9}"
     )
     for c in levels:
         probe = statistics.median(fsync_rates[c])
-        runs = results["gateway"][c]
-        commits = statistics.median(r.commits / r.seconds for r in runs if r.seconds)
-        per = statistics.median(r.jobs / r.commits for r in runs if r.commits)
-        print(
-            f"{c:>5}  {probe:>15,.0f}  {commits:>12,.0f}  {commits / probe:>7.0%}  {per:>11.1f}  {c * probe:>9,.0f}"
-        )
-        report["levels"][c].update(
-            fsync_probe_commits_per_s=probe, gateway_commits_per_s=commits, jobs_per_commit=per
-        )
+        for name in gateways:
+            runs = results[name][c]
+            commits = statistics.median(r.commits / r.seconds for r in runs if r.seconds)
+            per = statistics.median(r.jobs / r.commits for r in runs if r.commits)
+            print(
+                f"{name:>8}{c:>5}  {probe:>15,.0f}  {commits:>9,.0f}  {commits / probe:>7.0%}  {per:>11.1f}  {c * probe:>9,.0f}"
+            )
+            levels_report[c][name].update(  # type: ignore[attr-defined]
+                fsync_probe_commits_per_s=probe, commits_per_s=commits, jobs_per_commit=per
+            )
+    report["levels"] = levels_report
     dump("ingest", report)
-    _ = time
 
 
 if __name__ == "__main__":
