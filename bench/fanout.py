@@ -7,7 +7,11 @@ delivery has arrived; rate = deliveries / (last arrival - load start).
 Phase 2 (latency): a paced Python load generator posts --rate events/s for --seconds; we
 report p50/p99 of (arrival at the sink - receive time stored by the gateway).
 
-    python bench/fanout.py [--seconds 10] [--rounds 3] [--rate 300]
+    python bench/fanout.py [--seconds 10] [--rounds 3] [--rate 300] [--before DIR]
+
+CPU per delivery: the gateway process's own CPU time over the throughput phase (ingest
+included) per delivery, and over the drain phase alone (load over, delivery only).
+`--before DIR`: another checkout measured in the same rounds (see ingest.py).
 """
 
 from __future__ import annotations
@@ -89,12 +93,12 @@ def wait_drained(sink_port: int, expected: int, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def throughput_round(destinations: int, seconds: int) -> dict[str, float]:
+def throughput_round(destinations: int, seconds: int, root: Path | None = None) -> dict[str, float]:
     sink, sink_port = start_sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = config_for(Path(tmp), sink_port, destinations)
-            gateway = start_gateway(config)
+            gateway = start_gateway(config, root=root)
             try:
                 started = time.time()
                 cpu_start = gateway.cpu_seconds()
@@ -170,12 +174,14 @@ async def paced_load(url: str, rate: int, seconds: int) -> int:
     return sent
 
 
-def latency_round(destinations: int, seconds: int, rate: int) -> dict[str, float]:
+def latency_round(
+    destinations: int, seconds: int, rate: int, root: Path | None = None
+) -> dict[str, float]:
     sink, sink_port = start_sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = config_for(Path(tmp), sink_port, destinations)
-            gateway = start_gateway(config)
+            gateway = start_gateway(config, root=root)
             try:
                 loader = subprocess.run(
                     pinned(
@@ -221,11 +227,19 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=int, default=300, help="paced events/s for the latency phase"
     )
+    parser.add_argument("--before", type=Path, help="another checkout, measured as 'before'")
     args = parser.parse_args()
+    gateways: dict[str, Path | None] = {"gateway": None}
+    if args.before:
+        gateways = {"before": args.before.resolve(), "gateway": None}
     baseline_rps: list[float] = []
     baseline_cpu: list[float] = []
-    through: dict[int, list[dict[str, float]]] = {1: [], 3: []}
-    latency: dict[int, list[dict[str, float]]] = {1: [], 3: []}
+    through: dict[tuple[str, int], list[dict[str, float]]] = {
+        (name, d): [] for name in gateways for d in (1, 3)
+    }
+    latency: dict[tuple[str, int], list[dict[str, float]]] = {
+        (name, d): [] for name in gateways for d in (1, 3)
+    }
     for round_number in range(args.rounds):
         baseline = start_baseline()
         try:
@@ -237,15 +251,18 @@ def main() -> None:
         finally:
             baseline.stop()
         for destinations in (1, 3):
-            through[destinations].append(throughput_round(destinations, args.seconds))
-            latency[destinations].append(latency_round(destinations, args.seconds, args.rate))
-            t = through[destinations][-1]
-            print(
-                f"round {round_number + 1}: baseline {baseline_rps[-1]:,.0f} req/s; {destinations} dest: "
-                f"{t['deliveries_per_s']:,.0f} deliveries/s (ingest {t['ingest_rps']:,.0f} req/s), "
-                f"paced p99 {latency[destinations][-1]['p99_ms']:.1f} ms",
-                flush=True,
-            )
+            for name, root in gateways.items():
+                key = (name, destinations)
+                through[key].append(throughput_round(destinations, args.seconds, root))
+                latency[key].append(latency_round(destinations, args.seconds, args.rate, root))
+                t = through[key][-1]
+                print(
+                    f"round {round_number + 1}: baseline {baseline_rps[-1]:,.0f} req/s; {name}, "
+                    f"{destinations} dest: {t['deliveries_per_s']:,.0f} deliveries/s "
+                    f"(ingest {t['ingest_rps']:,.0f} req/s, {t['cpu_us_per_delivery']:.0f} us CPU"
+                    f" per delivery), paced p99 {latency[key][-1]['p99_ms']:.1f} ms",
+                    flush=True,
+                )
     print()
     print(f"machine: {machine()}")
     base = statistics.median(baseline_rps)
@@ -253,32 +270,40 @@ def main() -> None:
         f"baseline (minimal aiohttp app, 64 connections): {summary(baseline_rps)} req/s, "
         f"CPU {statistics.median(baseline_cpu):.0f} us per request"
     )
-    report = {"machine": machine(), "baseline_rps": baseline_rps, "destinations": {}}
-    for destinations in (1, 3):
-        rates = [t["deliveries_per_s"] for t in through[destinations]]
-        ratio = statistics.median(rates) / base
-        p50 = statistics.median(x["p50_ms"] for x in latency[destinations])
-        p99 = statistics.median(x["p99_ms"] for x in latency[destinations])
-        lost = sum(max(0.0, t["expected"] - t["deliveries"]) for t in through[destinations])
-        duplicates = sum(t["duplicates"] for t in through[destinations])
-        cpu = statistics.median(t["cpu_us_per_delivery"] for t in through[destinations])
-        drain_cpu = statistics.median(t["drain_cpu_us_per_delivery"] for t in through[destinations])
-        print(
-            f"{destinations} destination(s): {summary(rates)} deliveries/s = {ratio:.2f}x baseline; "
-            f"CPU {cpu:.0f} us per delivery (ingest included), {drain_cpu:.0f} us in the drain "
-            f"phase (delivery alone); "
-            f"paced {args.rate}/s POST->arrival p50 {p50:.1f} ms p99 {p99:.1f} ms; "
-            f"missing {lost:.0f}, duplicates {duplicates:.0f}"
-        )
-        report["destinations"][destinations] = {
-            "deliveries_per_s": rates,
-            "ratio": ratio,
-            "paced_p50_ms": p50,
-            "paced_p99_ms": p99,
-            "cpu_us_per_delivery": cpu,
-            "drain_cpu_us_per_delivery": drain_cpu,
-            "rounds": through[destinations],
-        }
+    report: dict[str, object] = {
+        "machine": machine(),
+        "baseline_rps": baseline_rps,
+        "baseline_cpu_us_per_request": statistics.median(baseline_cpu),
+    }
+    for name in gateways:
+        per_destination: dict[int, object] = {}
+        for destinations in (1, 3):
+            key = (name, destinations)
+            rates = [t["deliveries_per_s"] for t in through[key]]
+            ratio = statistics.median(rates) / base
+            p50 = statistics.median(x["p50_ms"] for x in latency[key])
+            p99 = statistics.median(x["p99_ms"] for x in latency[key])
+            lost = sum(max(0.0, t["expected"] - t["deliveries"]) for t in through[key])
+            duplicates = sum(t["duplicates"] for t in through[key])
+            cpu = statistics.median(t["cpu_us_per_delivery"] for t in through[key])
+            drain_cpu = statistics.median(t["drain_cpu_us_per_delivery"] for t in through[key])
+            print(
+                f"{name}, {destinations} destination(s): {summary(rates)} deliveries/s = "
+                f"{ratio:.2f}x baseline; CPU {cpu:.0f} us per delivery (ingest included), "
+                f"{drain_cpu:.0f} us in the drain phase (delivery alone); paced {args.rate}/s "
+                f"POST->arrival p50 {p50:.1f} ms p99 {p99:.1f} ms; "
+                f"missing {lost:.0f}, duplicates {duplicates:.0f}"
+            )
+            per_destination[destinations] = {
+                "deliveries_per_s": rates,
+                "ratio": ratio,
+                "paced_p50_ms": p50,
+                "paced_p99_ms": p99,
+                "cpu_us_per_delivery": cpu,
+                "drain_cpu_us_per_delivery": drain_cpu,
+                "rounds": through[key],
+            }
+        report[name] = per_destination
     dump("fanout", report)
 
 

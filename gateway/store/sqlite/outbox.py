@@ -21,7 +21,7 @@ class _Accept:
     """One accept as data, built on the request's side (it overlaps the writer's fsync):
     the events row without its id, and the (destination, rule) pairs to queue."""
 
-    row: tuple[Any, ...]  # dedupe_key first, then the columns of _EVENT_COLUMNS
+    row: tuple[Any, ...]  # the columns of _INSERT_EVENT after id (dedupe_key first)
     journey_key: str | None
     received_at: float
     routes: Sequence[tuple[str, str | None]]
