@@ -79,7 +79,7 @@ def main() -> None:
                 f"generated {level:,} events in {took:.1f}s ({seed.stat().st_size / 1e6 if seed.exists() else 0:.0f} MB)",
                 flush=True,
             )
-            rows[level] = {"baseline": [], "gateway": [], "rss": [], "p99": []}
+            rows[level] = {"baseline": [], "gateway": [], "rss": [], "p99": [], "cpu": []}
             for _ in range(args.rounds):
                 baseline = start_baseline()
                 try:
@@ -98,9 +98,10 @@ def main() -> None:
                 gateway = start_gateway(gateway_config(tmp, IDLE_DESTINATIONS, bench_rules(20)))
                 try:
                     result = run_wrk(
-                        gateway.port, gateway.path, 64, args.seconds, uuid.uuid4().hex[:8]
+                        gateway.port, gateway.path, 64, args.seconds, uuid.uuid4().hex[:8], gateway
                     )
                     rows[level]["gateway"].append(result.requests_per_s)
+                    rows[level]["cpu"].append(result.cpu_us_per_request)
                     rows[level]["p99"].append(result.p99_ms)
                     rows[level]["rss"].append(gateway.rss_mb())
                 finally:
@@ -117,15 +118,18 @@ def main() -> None:
         rows[levels[0]]["baseline"]
     )
     print(
-        f"{'stored':>9}  {'gateway req/s':>30}  {'x baseline':>10}  {'vs empty':>8}  {'p99':>8}  {'RSS MB':>7}"
+        f"{'stored':>9}  {'gateway req/s':>30}  {'x baseline':>10}  {'vs empty':>8}  {'p99':>8}  {'RSS MB':>7}  {'CPU/webhook':>11}  {'vs empty':>8}"
     )
+    zero_cpu = statistics.median(rows[levels[0]]["cpu"])
     for level in levels:
         ratio = statistics.median(rows[level]["gateway"]) / statistics.median(
             rows[level]["baseline"]
         )
         print(
             f"{level:>9,}  {summary(rows[level]['gateway']):>30}  {ratio:>9.2f}x  {ratio / zero:>7.2f}x  "
-            f"{statistics.median(rows[level]['p99']):>6.2f}ms  {max(rows[level]['rss']):>7.1f}"
+            f"{statistics.median(rows[level]['p99']):>6.2f}ms  {max(rows[level]['rss']):>7.1f}  "
+            f"{statistics.median(rows[level]['cpu']):>9.0f}us  "
+            f"{statistics.median(rows[level]['cpu']) / zero_cpu:>7.2f}x"
         )
     dump("scale", {"machine": machine(), "levels": rows})
 
