@@ -21,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.store.records import Accepted, AttemptRecord, DueDelivery, Requeued
+from gateway.store.records import (
+    Accepted,
+    AttemptRecord,
+    DueDelivery,
+    EventFilter,
+    EventPage,
+    Requeued,
+)
 
 if TYPE_CHECKING:
     from gateway.config.model import StorageConfig
@@ -100,6 +107,7 @@ class Store(Protocol):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> int:
         """`requeue`, counted."""
 
@@ -111,10 +119,13 @@ class Store(Protocol):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> list[Requeued]:
         """Re-queue matching deliveries (pending ones are made due now, never duplicated) and
-        say which. A finished one restarts `queued_at` (its `max_age` counts from the
-        replay) and keeps its first `queued_at` as `first_queued_at`."""
+        say which. `dead` / `pending`: only deliveries in that state (decided in the same
+        statement, so one delivered meanwhile is never sent again). A finished one restarts
+        `queued_at` (its `max_age` counts from the replay) and keeps its first `queued_at` as
+        `first_queued_at`."""
 
     async def add_routes(
         self, additions: Iterable[tuple[int, str, str | None, str | None]]
@@ -135,7 +146,18 @@ class Store(Protocol):
         destination: str | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]: ...
-    async def get_event(self, key: str) -> dict[str, Any] | None: ...
+    async def page_events(
+        self,
+        query: EventFilter,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        window: int | None = None,
+    ) -> EventPage:
+        """Keyset pagination by id, newest first (`list_events` is its first page);
+        `window` bounds the ids scanned for filters no index serves."""
+
+    async def get_event(self, key: str, *, with_raw: bool = False) -> dict[str, Any] | None: ...
     async def list_deliveries(
         self,
         *,
@@ -146,7 +168,21 @@ class Store(Protocol):
         journey: str | None = None,
         since: float | None = None,
         limit: int = 50,
+        before: int | None = None,
     ) -> list[dict[str, Any]]: ...
+    async def count_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> int: ...
+    async def delivery_stats(self) -> list[dict[str, Any]]:
+        """Per destination: pending, oldest, retrying, retrying_since, dead, last_error."""
+
+    async def webhook_counts(self, since: float) -> dict[str, int]:
+        """{"accepted": n, "duplicate": n} received since `since` (duplicates are stored)."""
+
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
     async def events_for_reroute(
         self, *, event: str | None = None, since: float | None = None, event_type: str | None = None
@@ -206,6 +242,8 @@ __all__ = [
     "Accepted",
     "AttemptRecord",
     "DueDelivery",
+    "EventFilter",
+    "EventPage",
     "Requeued",
     "ServeLock",
     "Store",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +49,38 @@ class Requeued:
     delivery_id: int
     event_row: int
     destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What the events list (console and CLI) can ask for; None means any."""
+
+    event_type: str | None = None
+    journey: str | None = None
+    reference: str | None = None
+    #: pending | delivered | dead (events with such a delivery), unrouted (no delivery),
+    #: duplicate (received more than once)
+    outcome: str | None = None
+    destination: str | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None  # a substring of the payload (case-insensitive)
+
+    @property
+    def unindexed(self) -> bool:
+        """Filters that no index serves: the console bounds their scan (see page_events)."""
+        return bool(
+            self.event_type
+            or self.outcome in ("delivered", "unrouted")
+            or self.destination
+            or self.text
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    rows: list[dict[str, Any]]
+    #: cursor of the next (older) page: ids below it; None when nothing older matches
+    next_before: int | None
+    #: set when a scan window ended the search early: the lowest event id looked at
+    searched_down_to: int | None = None

@@ -307,9 +307,15 @@ class PostgresOutbox(PostgresConnection):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> int:
         requeued = await self.requeue(
-            delivery_id=delivery_id, event=event, dead=dead, destination=destination, since=since
+            delivery_id=delivery_id,
+            event=event,
+            dead=dead,
+            destination=destination,
+            since=since,
+            pending=pending,
         )
         return len(requeued)
 
@@ -321,9 +327,11 @@ class PostgresOutbox(PostgresConnection):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> list[Requeued]:
         """Re-queue matching deliveries; pending ones are made due now, never duplicated (a
-        claimed one keeps its claim: the attempt in flight decides)."""
+        claimed one keeps its claim: the attempt in flight decides). `dead` / `pending`:
+        only deliveries in that state, decided in the same statement."""
         now = time.time()
         where: list[str] = ["true"]
         params: list[Any] = [now]
@@ -339,6 +347,8 @@ class PostgresOutbox(PostgresConnection):
             )
         if dead:
             where.append("d.status = 'dead'")
+        if pending:
+            where.append("d.status = 'pending'")
         if destination is not None:
             params.append(destination)
             where.append(f"d.destination = ${len(params)}")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.postgres.connection import PostgresConnection
+from gateway.store.records import EventFilter, EventPage
 
 
 class PostgresQueries(PostgresConnection):
@@ -29,18 +30,89 @@ class PostgresQueries(PostgresConnection):
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """Newest first. `status` / `destination`: events with such a delivery."""
+        query = EventFilter(
+            event_type=event_type,
+            since=since,
+            journey=journey,
+            outcome=status,
+            destination=destination,
+        )
+        return (await self.page_events(query, limit=limit)).rows
+
+    async def page_events(
+        self,
+        query: EventFilter,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        window: int | None = None,
+    ) -> EventPage:
+        """Keyset pages by id, newest first, as on SQLite (see its docstring): time bounds
+        become id bounds, `window` bounds the ids examined for filters without an index."""
+        upper = before
+        lower: int | None = None
+        if query.until is not None:
+            found = await self.fetch(
+                "SELECT id FROM events WHERE received_at <= $1 ORDER BY received_at DESC LIMIT 1",
+                query.until,
+            )
+            if not found:
+                return EventPage([], None)
+            upper = min(upper, found[0]["id"] + 1) if upper is not None else found[0]["id"] + 1
+        if query.since is not None:
+            found = await self.fetch(
+                "SELECT id FROM events WHERE received_at >= $1 ORDER BY received_at LIMIT 1",
+                query.since,
+            )
+            if not found:
+                return EventPage([], None)
+            lower = found[0]["id"]
+        windowed = False
+        if window is not None and query.unindexed:
+            top = upper
+            if top is None:
+                found = await self.fetch("SELECT max(id) AS top FROM events")
+                top = (found[0]["top"] or 0) + 1
+            if lower is None or top - window > lower:
+                lower, windowed = max(top - window, 0), True
+        outcome = query.outcome
         where, params = _filters(
-            ("e.event_type = $?", event_type),
-            ("e.received_at >= $?", since),
-            ("e.journey_key = $?", journey),
-            (
-                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id AND s.status = $?)",
-                status,
-            ),
+            ("e.id < $?", upper),
+            ("e.id >= $?", lower),
+            ("e.event_type = $?", query.event_type),
+            ("e.journey_key = $?", query.journey),
+            ("e.reference_no = $?", query.reference),
+            ("e.received_at >= $?", query.since),
+            ("e.received_at <= $?", query.until),
+            # outcome comes from a fixed set; literal statuses let the partial indexes serve
+            *[
+                (clause, True)
+                for name, clause in (
+                    (
+                        "pending",
+                        "e.id IN (SELECT event_row FROM deliveries WHERE status = 'pending')",
+                    ),
+                    ("dead", "e.id IN (SELECT event_row FROM deliveries WHERE status = 'dead')"),
+                    (
+                        "delivered",
+                        "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id AND s.status = 'delivered')",
+                    ),
+                    (
+                        "unrouted",
+                        "NOT EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id)",
+                    ),
+                    ("duplicate", "e.id IN (SELECT event_row FROM duplicates)"),
+                )
+                if outcome == name
+            ],
             (
                 "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
                 " AND s.destination = $?)",
-                destination,
+                query.destination,
+            ),
+            (
+                "strpos(lower(convert_from(e.raw, 'UTF8')), $?) > 0",
+                query.text.lower() if query.text else None,
             ),
         )
         rows = await self.fetch(
@@ -48,25 +120,39 @@ class PostgresQueries(PostgresConnection):
             " e.source_ip, e.rules,"
             " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id) AS deliveries,"
             " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id"
-            " AND d.status = 'pending') AS pending"
+            " AND d.status = 'pending') AS pending,"
+            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id"
+            " AND d.status = 'dead') AS dead"
             f" FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ${len(params) + 1}",
             *params,
-            limit,
+            limit + 1,
         )
-        return [{**dict(r), "rules": json.loads(r["rules"])} for r in rows]
+        found_rows = [{**dict(r), "rules": json.loads(r["rules"])} for r in rows[:limit]]
+        if len(rows) > limit:
+            return EventPage(found_rows, found_rows[-1]["id"])
+        if windowed and lower:
+            return EventPage(found_rows, lower, searched_down_to=lower)
+        return EventPage(found_rows, None)
 
-    async def get_event(self, key: str) -> dict[str, Any] | None:
+    async def get_event(self, key: str, *, with_raw: bool = False) -> dict[str, Any] | None:
+        """The event with its deliveries; `with_raw` keeps the bytes as received."""
+        # one indexed lookup per way of naming an event (an OR of them scans the table)
+        row_id = int(key) if key.isascii() and key.isdigit() and len(key) < 19 else None
         rows = await self.fetch(
-            "SELECT * FROM events WHERE dedupe_key = $1 OR event_id = $1 OR id::text = $1"
-            " ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM events WHERE id = ANY(ARRAY(SELECT id FROM events WHERE dedupe_key = $1"
+            " UNION ALL SELECT id FROM events WHERE id = $2"
+            " UNION ALL SELECT id FROM events WHERE event_id = $1)) ORDER BY id DESC LIMIT 1",
             key,
+            row_id,
         )
         if not rows:
             return None
         row = dict(rows[0])
         row["headers"] = json.loads(row["headers"])
         row["rules"] = json.loads(row["rules"])
-        raw = row.pop("raw")
+        raw = bytes(row["raw"]) if with_raw else bytes(row.pop("raw"))
+        if with_raw:
+            row["raw"] = raw
         try:
             row["payload"] = json.loads(raw)
         except ValueError:
@@ -84,9 +170,11 @@ class PostgresQueries(PostgresConnection):
         journey: str | None = None,
         since: float | None = None,
         limit: int = 50,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
         where, params = _filters(
-            ("d.status = $?", status),
+            ("d.id < $?", before),
+            _status(status, "d."),
             ("d.destination = $?", destination),
             ("e.event_type = $?", event_type),
             ("d.event_row = $?", event_row),
@@ -104,6 +192,65 @@ class PostgresQueries(PostgresConnection):
             limit,
         )
         return [dict(r) for r in rows]
+
+    async def count_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+    ) -> int:
+        where, params = _filters(
+            _status(status), ("destination = $?", destination), ("queued_at >= $?", since)
+        )
+        rows = await self.fetch(f"SELECT count(*) AS n FROM deliveries WHERE {where}", *params)
+        return int(rows[0]["n"])
+
+    async def delivery_stats(self) -> list[dict[str, Any]]:
+        """As on SQLite: only the partial indexes of pending and dead deliveries are read."""
+        rows = await self.fetch(
+            "SELECT destination, count(*) AS pending, min(queued_at) AS oldest,"
+            " count(*) FILTER (WHERE attempts > attempt_base) AS retrying,"
+            " min(queued_at) FILTER (WHERE attempts > attempt_base) AS retrying_since"
+            " FROM deliveries WHERE status = 'pending' GROUP BY destination"
+        )
+        stats: dict[str, dict[str, Any]] = {
+            r["destination"]: {**dict(r), "dead": 0, "last_error": None} for r in rows
+        }
+        for r in await self.fetch(
+            "SELECT destination, count(*) AS dead FROM deliveries WHERE status = 'dead'"
+            " GROUP BY destination"
+        ):
+            entry = stats.setdefault(
+                r["destination"],
+                {"destination": r["destination"], "pending": 0, "oldest": None, "retrying": 0,
+                 "retrying_since": None, "last_error": None},
+            )  # fmt: skip
+            entry["dead"] = r["dead"]
+        for status in ("pending", "dead"):
+            for r in await self.fetch(
+                "SELECT DISTINCT ON (destination) destination, updated_at AS at, reason,"
+                f" last_error FROM deliveries WHERE status = '{status}' AND reason IS NOT NULL"
+                " ORDER BY destination, updated_at DESC"
+            ):
+                entry = stats[r["destination"]]
+                previous = entry["last_error"]
+                if previous is None or r["at"] > previous["at"]:
+                    entry["last_error"] = {
+                        "at": r["at"], "reason": r["reason"], "detail": r["last_error"],
+                        "status": status,
+                    }  # fmt: skip
+        for entry in stats.values():
+            entry["pending"], entry["retrying"] = int(entry["pending"]), int(entry["retrying"])
+        return list(stats.values())
+
+    async def webhook_counts(self, since: float) -> dict[str, int]:
+        rows = await self.fetch(
+            "SELECT (SELECT count(*) FROM events WHERE received_at >= $1) AS accepted,"
+            " (SELECT count(*) FROM duplicates WHERE received_at >= $1) AS duplicate",
+            since,
+        )
+        return {"accepted": int(rows[0]["accepted"]), "duplicate": int(rows[0]["duplicate"])}
 
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         rows = await self.fetch(
@@ -148,6 +295,18 @@ def _filters(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
     for clause, value in pairs:
         if value is None:
             continue
-        params.append(value)
+        if "$?" in clause:  # a clause without one (a literal status) takes no parameter
+            params.append(value)
         clauses.append(clause.replace("$?", f"${len(params)}"))
     return " AND ".join(clauses), params
+
+
+#: statuses with a partial index (pending, dead) are literals in the SQL, so the planner can
+#: use those indexes (a generic plan for a parameter cannot)
+STATUSES = ("pending", "delivered", "dead")
+
+
+def _status(status: str | None, prefix: str = "") -> tuple[str, Any]:
+    if status in STATUSES:
+        return f"{prefix}status = '{status}'", True
+    return f"{prefix}status = $?", status

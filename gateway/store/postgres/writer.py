@@ -182,6 +182,7 @@ async def _insert(conn: Connection, batch: list[IngestJob]) -> list[Accepted]:
         )
         delivery_ids = {(r["event_row"], r["destination"]): r["id"] for r in rows}
     results: list[Accepted] = []
+    duplicates: list[tuple[int, IngestJob]] = []
     for job in batch:
         key = clean(job.event.dedupe_key) or job.event.dedupe_key
         row = winners.get(id(job))
@@ -193,4 +194,13 @@ async def _insert(conn: Connection, batch: list[IngestJob]) -> list[Accepted]:
             if found is None:  # inserted and deleted (pruned) between the two statements
                 raise StoreError("io", "event vanished during ingest")
             results.append(Accepted("duplicate", found))
+            duplicates.append((found, job))
+    if duplicates:  # rare: one row each, so the console counts them on every replica
+        await conn.execute(
+            "INSERT INTO duplicates (event_row, received_at, source_ip)"
+            " SELECT * FROM unnest($1::bigint[], $2::float8[], $3::text[])",
+            [row for row, _ in duplicates],
+            [job.received_at for _, job in duplicates],
+            [clean(job.source_ip) for _, job in duplicates],
+        )
     return results

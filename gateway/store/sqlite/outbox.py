@@ -67,6 +67,7 @@ def _insert_events(conn: sqlite3.Connection, items: list[_Accept]) -> list[Accep
         ).fetchall()
     known: dict[str, int] = dict(found)
     if len(known) == len(items):  # all duplicates (a sender retrying): nothing to insert
+        _insert_duplicates(conn, [(known[item.row[0]], item) for item in items])
         return [Accepted("duplicate", known[item.row[0]]) for item in items]
     last_event, last_delivery = conn.execute(
         "SELECT (SELECT coalesce(max(id), 0) FROM events),"
@@ -75,11 +76,13 @@ def _insert_events(conn: sqlite3.Connection, items: list[_Accept]) -> list[Accep
     events: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
     results: list[Accepted] = []
+    repeated: list[tuple[int, _Accept]] = []
     for item in items:
         key = item.row[0]
         row = known.get(key)
         if row is not None:
             results.append(Accepted("duplicate", row))
+            repeated.append((row, item))
             continue
         last_event += 1
         known[key] = last_event
@@ -95,7 +98,18 @@ def _insert_events(conn: sqlite3.Connection, items: list[_Accept]) -> list[Accep
     conn.executemany(_INSERT_EVENT, events)
     if deliveries:
         conn.executemany(_INSERT_DELIVERY, deliveries)
+    if repeated:
+        _insert_duplicates(conn, repeated)
     return results
+
+
+def _insert_duplicates(conn: sqlite3.Connection, repeated: list[tuple[int, _Accept]]) -> None:
+    """One row per repeated webhook (rare), so every replica counts duplicates the same."""
+    conn.executemany(
+        "INSERT INTO duplicates (event_row, received_at, source_ip) VALUES (?,?,?)",
+        # row[6] is source_ip in _INSERT_EVENT's columns after id
+        [(row, item.received_at, item.row[6]) for row, item in repeated],
+    )
 
 
 def _record_attempts(
@@ -332,9 +346,15 @@ class SqliteOutbox(SqliteConnection):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> int:
         requeued = await self.requeue(
-            delivery_id=delivery_id, event=event, dead=dead, destination=destination, since=since
+            delivery_id=delivery_id,
+            event=event,
+            dead=dead,
+            destination=destination,
+            since=since,
+            pending=pending,
         )
         return len(requeued)
 
@@ -346,8 +366,11 @@ class SqliteOutbox(SqliteConnection):
         dead: bool = False,
         destination: str | None = None,
         since: float | None = None,
+        pending: bool = False,
     ) -> list[Requeued]:
-        """Re-queue matching deliveries; pending ones are made due now, never duplicated."""
+        """Re-queue matching deliveries; pending ones are made due now, never duplicated.
+        `dead` / `pending`: only deliveries in that state (decided in the same statement,
+        so one delivered meanwhile is never sent again)."""
         where: list[str] = ["1=1"]
         params: list[Any] = []
         if delivery_id is not None:
@@ -360,6 +383,8 @@ class SqliteOutbox(SqliteConnection):
             params += [event, event, event]
         if dead:
             where.append("d.status = 'dead'")
+        if pending:
+            where.append("d.status = 'pending'")
         if destination is not None:
             where.append("d.destination = ?")
             params.append(destination)

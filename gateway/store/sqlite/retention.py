@@ -30,6 +30,7 @@ class SqliteRetention(SqliteConnection):
                 ids,
             )
             conn.execute(f"DELETE FROM deliveries WHERE event_row IN ({marks})", ids)
+            conn.execute(f"DELETE FROM duplicates WHERE event_row IN ({marks})", ids)
             conn.execute(f"DELETE FROM events WHERE id IN ({marks})", ids)
             return len(ids)
 

@@ -79,6 +79,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN first_queued_at REAL;
     """,
+    # 5: the console. Duplicates are counted where every replica sees them (one row per
+    # repeated webhook: rare, so the hot path of new events is untouched); operators look
+    # events up by the customer's reference number, which had no index
+    """
+    CREATE TABLE duplicates (
+        id          INTEGER PRIMARY KEY,
+        event_row   INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        source_ip   TEXT
+    );
+    CREATE INDEX duplicates_received ON duplicates (received_at);
+    CREATE INDEX duplicates_event ON duplicates (event_row);
+    CREATE INDEX events_reference ON events (reference_no);
+    """,
 )
 
 
