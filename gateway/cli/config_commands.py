@@ -14,7 +14,8 @@ from gateway.config.load import check_config, load_config, resolve_config_path
 from gateway.config.model import Config
 from gateway.errors import ConfigError, PayloadError, Problem
 from gateway.events import Event, parse_event
-from gateway.rules import Routing, explain_rules, match_rules
+from gateway.explain import explain_event
+from gateway.rules import Routing
 
 
 def load(args: argparse.Namespace, out: Output) -> Config | None:
@@ -105,10 +106,8 @@ def cmd_route(args: argparse.Namespace, out: Output) -> int:
     except PayloadError as exc:
         out.error(f"payload rejected ({exc.reason}): {exc}")
         return 1
-    routing = explain_rules(config.rules, config.unmatched, event.type, event.document)
-    matched, _ = match_rules(config.rules, config.unmatched, event.type, event.document)
-    assert tuple(d for d, _ in matched) == routing.destinations  # one truth for both
-    rendered = render_previews(config, event, routing)
+    explained = explain_event(config, event)  # the console shows the same explanation
+    routing, rendered = explained.routing, explained.rendered
     if args.json:
         out.json(route_json(event, routing, rendered))
     else:
@@ -121,21 +120,6 @@ def cmd_route(args: argparse.Namespace, out: Output) -> int:
             )
             return 1
     return 0
-
-
-def render_previews(config: Config, event: Event, routing: Routing) -> dict[str, Any]:
-    rendered: dict[str, Any] = {}
-    for name in routing.destinations:
-        destination = config.destinations[name]
-        try:
-            rendered[name] = {
-                "type": destination.type,
-                "chosen_by": routing.chosen_by[name],
-                **destination.preview(event),
-            }
-        except Exception as exc:
-            rendered[name] = {"type": destination.type, "error": f"rendering failed: {exc}"}
-    return rendered
 
 
 def route_json(event: Event, routing: Routing, rendered: dict[str, Any]) -> dict[str, Any]:

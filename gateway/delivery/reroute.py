@@ -18,18 +18,18 @@ class Rerouted:
     queued: tuple[tuple[int, str], ...]  # (event row, destination) of each new delivery
 
 
-async def reroute(
-    store: Store,
+Addition = tuple[int, str, str | None, str | None]  # (event row, destination, rule, journey)
+
+
+def plan_reroute(
     config: Config,
-    *,
-    event: str | None = None,
-    since: float | None = None,
+    events: list[tuple[int, bytes]],
+    existing: set[tuple[int, str]],
     destination: str | None = None,
-) -> Rerouted:
-    """Events chosen by `event` (id) or `since`; with `destination`, only that one."""
-    events = await store.events_for_reroute(event=event, since=since)
-    existing = await store.existing_routes([row for row, _ in events])
-    additions: list[tuple[int, str, str | None, str | None]] = []
+) -> list[Addition]:
+    """The deliveries a re-route would add, without adding them (the console shows them for
+    confirmation first). Pure."""
+    additions: list[Addition] = []
     for event_row, raw in events:
         try:
             parsed = parse_event(raw)
@@ -41,5 +41,20 @@ async def reroute(
                 continue
             if (event_row, name) not in existing:
                 additions.append((event_row, name, rule, parsed.journey_key))
+    return additions
+
+
+async def reroute(
+    store: Store,
+    config: Config,
+    *,
+    event: str | None = None,
+    since: float | None = None,
+    destination: str | None = None,
+) -> Rerouted:
+    """Events chosen by `event` (id) or `since`; with `destination`, only that one."""
+    events = await store.events_for_reroute(event=event, since=since)
+    existing = await store.existing_routes([row for row, _ in events])
+    additions = plan_reroute(config, events, existing, destination)
     await store.add_routes(additions)
     return Rerouted(len(events), tuple((row, name) for row, name, _, _ in additions))
