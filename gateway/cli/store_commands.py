@@ -18,7 +18,7 @@ from gateway.cli.output import CommandError, Output, local_time, seconds, utc_ti
 from gateway.config.model import Config
 from gateway.delivery.reroute import reroute
 from gateway.errors import StoreError
-from gateway.store import Requeued, Store, create_store
+from gateway.store import EventFilter, Requeued, Store, create_store
 from gateway.units import parse_duration
 
 T = TypeVar("T")
@@ -114,7 +114,21 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
             show_event(out, row)
         return 0
     filters = _filters(args)
-    rows = with_store(args, out, lambda store, _: store.list_events(**filters))
+    # the console's query: the same filters and keyset cursor (`--before ID`), unbounded
+    query = EventFilter(
+        event_type=filters["event_type"],
+        journey=args.journey,
+        reference=args.reference,
+        outcome=args.status,
+        destination=args.destination,
+        since=filters["since"],
+        until=parse_since(args.until) if args.until else None,
+        text=args.text,
+    )
+    page = with_store(
+        args, out, lambda store, _: store.page_events(query, before=args.before, limit=args.limit)
+    )
+    rows = page.rows
     if args.json:
         out.json(rows)
         return 0
