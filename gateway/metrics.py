@@ -9,7 +9,11 @@ increment sees nothing, so the first dead delivery of a destination would raise 
 from __future__ import annotations
 
 import platform
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -87,6 +91,38 @@ class _BuildInfoCollector(Collector):
         yield info
 
 
+class RecentCounts:
+    """Counts per minute over the last day, for "in the last hour / day" figures of this
+    process (the console's refused webhooks, which the store never sees)."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self.started = clock()
+        self._minutes: deque[list[int]] = deque(maxlen=24 * 60)  # [minute, count]
+
+    def add(self, count: int = 1) -> None:
+        minute = int(self._clock() // 60)
+        if self._minutes and self._minutes[-1][0] == minute:
+            self._minutes[-1][1] += count
+        else:
+            self._minutes.append([minute, count])
+
+    def within(self, seconds: float) -> int:
+        first = int((self._clock() - seconds) // 60)
+        return sum(count for minute, count in self._minutes if minute > first)
+
+
+@dataclass(slots=True)
+class DestinationHealth:
+    """What this process saw of a destination's attempts: the console's healthy / retrying /
+    failing since. `failing_since` is the first failure after the last success."""
+
+    last_outcome: str | None = None
+    last_at: float | None = None
+    last_success: float | None = None
+    failing_since: float | None = None
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -148,6 +184,8 @@ class Metrics:
         self._store = _StoreCollector()
         r.register(self._store)
         r.register(_BuildInfoCollector())
+        self.refused_recent = RecentCounts()
+        self.health: dict[str, DestinationHealth] = {}
         self._known_destinations: set[str] = set()
         self._webhook_children: dict[tuple[str, str], Counter] = {}
         self._delivery_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -190,6 +228,7 @@ class Metrics:
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
+        self.refused_recent.add()
 
     def delivery(self, destination: str, outcome: str, seconds: float) -> None:
         # children resolved once per (destination, outcome): labels() costs a lock and a
@@ -202,6 +241,15 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+        health = self.health.get(destination)
+        if health is None:
+            health = self.health[destination] = DestinationHealth()
+        now = time.time()
+        health.last_outcome, health.last_at = outcome, now
+        if outcome == "delivered":
+            health.last_success, health.failing_since = now, None
+        elif health.failing_since is None:
+            health.failing_since = now
 
     def set_pending(self, counts: dict[str, int], oldest_age: float) -> None:
         for name in self._known_destinations - set(counts):

@@ -45,9 +45,20 @@ class ReloadResult:
     changed: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadRecord:
+    """The last reload and how it ended (the console shows it)."""
+
+    at: float
+    source: str
+    result: ReloadResult
+
+
 class Runtime:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.current = config
+        self.loaded_at = time.time()  # when the config in force was built
+        self.last_reload: ReloadRecord | None = None
         self._metrics = metrics
         self._lock = asyncio.Lock()
         self._subscribers: list[Subscriber] = []
@@ -65,8 +76,10 @@ class Runtime:
     async def reload(self, source: str) -> ReloadResult:
         async with self._lock:  # concurrent requests wait for, then repeat, one reload
             result = await self._reload(source)
+        self.last_reload = ReloadRecord(time.time(), source, result)
         self._metrics.reload_ok.set(1 if result.ok else 0)
         if result.ok:
+            self.loaded_at = self.last_reload.at
             self._metrics.reload_time.set(time.time())
             self._metrics.prime(self.current.destinations)  # a new destination's series at 0
             for subscriber in list(self._subscribers):

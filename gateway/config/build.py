@@ -119,8 +119,18 @@ class Builder:
             host=str(raw.get("host", ADMIN_DEFAULTS.host)),
             port=int(raw.get("port", ADMIN_DEFAULTS.port)),
             token=Secret(raw["token"]) if raw.get("token") else None,
+            # empty entries (an unset `${VAR:-}`) are ignored, as with auth.bearer
+            tokens=tuple(
+                (Secret(entry["token"]), str(entry["role"]))
+                for entry in raw.get("tokens") or ()
+                if entry.get("token")
+            ),
         )
-        if admin.token is None and admin.host not in ("127.0.0.1", "::1", "localhost"):
+        if (
+            admin.token is None
+            and not admin.tokens
+            and admin.host not in ("127.0.0.1", "::1", "localhost")
+        ):
             self.report.warn(
                 source,
                 ("admin", "host"),

@@ -36,7 +36,9 @@ class ServerConfig:
 class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 9091
-    token: Secret | None = None
+    token: Secret | None = None  # an operator token
+    #: (token, role) with role "viewer" or "operator" (`admin.tokens`), beside `token`
+    tokens: tuple[tuple[Secret, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

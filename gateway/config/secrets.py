@@ -27,6 +27,7 @@ LONG_VALUE = 12
 #: the gateway's own credential settings; "*" stands for any list index
 GATEWAY_SECRETS: tuple[KeyPath, ...] = (
     ("admin", "token"),
+    ("admin", "tokens", "*", "token"),
     ("auth", "basic", "*", "password"),
     ("auth", "bearer", "*"),
     ("auth", "headers", "*", "value"),

@@ -23,8 +23,9 @@ from gateway.retention import prune_forever
 from gateway.runtime import Runtime
 from gateway.store import create_store
 from gateway.web.admin import metrics_endpoint, reload_endpoint
+from gateway.web.console.routes import add_console
 from gateway.web.health import healthz, readyz
-from gateway.web.keys import ENGINE, GATEWAY, LIFECYCLE, METRICS, RUNTIME, STORE
+from gateway.web.keys import ENGINE, GATEWAY, LIFECYCLE, METRICS, RUNTIME, SESSION, STORE
 from gateway.web.lifecycle import Lifecycle
 from gateway.web.middleware import admin_auth, json_errors
 from gateway.web.webhook import receive_webhook
@@ -50,6 +51,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,
         trace_configs=[connection_reuse_tracer()],
     ) as session:
+        app[SESSION] = session
         engine = DeliveryEngine(
             store,
             destinations=lambda: dict(runtime.current.destinations),
@@ -107,4 +109,5 @@ def create_admin_app(main: web.Application) -> web.Application:
     admin.router.add_post("/-/reload", reload_endpoint)
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
+    add_console(admin)  # `/` and its pages; answers 404 while no admin token is configured
     return admin

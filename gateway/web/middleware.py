@@ -4,13 +4,14 @@ Pure request plumbing; no I/O of its own."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.runtime import Runtime
+from gateway.web.access import credentials, identify
+from gateway.web.console.guard import console_route
 from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway")
@@ -39,20 +40,28 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def admin_auth(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Bearer `admin.token`, read from the live config on every request (a reload rotates it)."""
+    """Bearer token for /metrics and /-/reload, read from the live config on every request
+    (a reload rotates it). Any configured token reads; a POST needs an operator token.
+    Console pages are left to the console's guard (session cookie, CSRF)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = runtime.current.admin.token
-        if token and request.rel_url.path not in UNGUARDED:
-            # the scheme is case-insensitive (RFC 9110 11.1); a bare token is refused
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), token.reveal().encode()
-            ):
-                return error_response(
-                    401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
-                )
+        admin = runtime.current.admin
+        if (
+            request.rel_url.path in UNGUARDED
+            or console_route(request) is not None
+            or not credentials(admin)
+        ):
+            return await handler(request)
+        # the scheme is case-insensitive (RFC 9110 11.1); a bare token is refused
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        principal = identify(admin, given.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            return error_response(
+                401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
+            )
+        if request.method == "POST" and not principal.may_act:
+            return error_response(403, "forbidden", "an operator token is required")
         return await handler(request)
 
     return middleware
