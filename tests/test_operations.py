@@ -285,7 +285,13 @@ def test_metrics_endpoint_content(tmp_path: Path) -> None:
         tmp_path,
         destinations={
             "a": script_destination(tmp_path, "a"),
-            "down": {"type": "http", "url": "http://127.0.0.1:9/x"},
+            # retried an hour later: it stays pending however slowly this machine runs (with
+            # the suite's fast backoff it could die of max_attempts before the scrape)
+            "down": {
+                "type": "http",
+                "url": "http://127.0.0.1:9/x",
+                "delivery": {"backoff": {"initial": "1h", "max": "1h"}},
+            },
         },
         rules=[{"name": "r", "to": ["a", "down"]}],
     )

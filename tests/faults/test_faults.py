@@ -173,7 +173,12 @@ def test_destinations_down_then_up_deliver_everything_in_journey_order(
             timeout=30,
             what="all 24 events at both destinations",
         )
-        assert status_counts(db) == {"delivered": 48}
+        # a sink has the request before the gateway has recorded its answer: wait for that
+        wait_until(
+            lambda: status_counts(db) == {"delivered": 48},
+            timeout=10,
+            what="all 48 deliveries recorded as delivered",
+        )
     finally:
         gateway.stop()
     assert len(sink_a.answered) >= 24 + failures
