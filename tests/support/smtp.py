@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import threading
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -119,6 +120,38 @@ def check_password(server: Any, session: Any, envelope: Any, mechanism: str, dat
     return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
+class _ClosingController(Controller):
+    """A Controller that aborts every server-side connection in its own loop before it
+    stops. Otherwise a connection whose close is still in flight (a TLS close_notify the
+    client has not answered yet) is left to the garbage collector, and its ResourceWarning
+    lands in whichever test happens to run next."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions: list[Any] = []
+
+    def factory(self) -> Any:
+        smtp = super().factory()
+        self.sessions.append(smtp)
+        return smtp
+
+    def stop(self, no_assert: bool = False) -> None:
+        closed = threading.Event()
+
+        def abort_all() -> None:
+            for smtp in self.sessions:
+                for transport in (smtp.transport, getattr(smtp, "_original_transport", None)):
+                    if transport is not None:
+                        with contextlib.suppress(Exception):
+                            transport.abort()
+            closed.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop is already gone
+            self.loop.call_soon_threadsafe(abort_all)
+            closed.wait(2)
+        super().stop(no_assert)
+
+
 @dataclass
 class SmtpServer:
     handler: Recorder
@@ -149,7 +182,7 @@ def start_smtp(
         options.update(tls_context=starttls, require_starttls=True)
     if auth:
         options.update(authenticator=check_password, auth_required=True)
-    controller = Controller(
+    controller = _ClosingController(
         handler,
         hostname="127.0.0.1",
         port=port,
