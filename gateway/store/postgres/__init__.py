@@ -8,13 +8,14 @@ claims, outcomes, expiry, replay), the read queries and retention.
 
 from __future__ import annotations
 
+from gateway.store.derived import DerivedCalls
 from gateway.store.postgres.outbox import PostgresOutbox
 from gateway.store.postgres.queries import PostgresQueries
 from gateway.store.postgres.retention import PostgresRetention
 from gateway.store.postgres.schema import MIGRATIONS, migrate
 
 
-class PostgresStore(PostgresOutbox, PostgresQueries, PostgresRetention):
+class PostgresStore(PostgresOutbox, PostgresQueries, PostgresRetention, DerivedCalls):
     """The `Store` interface on PostgreSQL."""
 
 

@@ -338,26 +338,6 @@ class SqliteOutbox(SqliteConnection):
         return await self.write(run)
 
     # ---- replay ------------------------------------------------------------------------
-    async def replay(
-        self,
-        *,
-        delivery_id: int | None = None,
-        event: str | None = None,
-        dead: bool = False,
-        destination: str | None = None,
-        since: float | None = None,
-        pending: bool = False,
-    ) -> int:
-        requeued = await self.requeue(
-            delivery_id=delivery_id,
-            event=event,
-            dead=dead,
-            destination=destination,
-            since=since,
-            pending=pending,
-        )
-        return len(requeued)
-
     async def requeue(
         self,
         *,

@@ -19,26 +19,6 @@ class SqliteQueries(SqliteConnection):
         )
         return [dict(r) for r in rows]
 
-    async def list_events(
-        self,
-        *,
-        event_type: str | None = None,
-        since: float | None = None,
-        journey: str | None = None,
-        status: str | None = None,
-        destination: str | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Newest first. `status` / `destination`: events with such a delivery."""
-        query = EventFilter(
-            event_type=event_type,
-            since=since,
-            journey=journey,
-            outcome=status,
-            destination=destination,
-        )
-        return (await self.page_events(query, limit=limit)).rows
-
     async def page_events(
         self,
         query: EventFilter,
