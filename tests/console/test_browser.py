@@ -120,8 +120,10 @@ def _operator_walk(driver: webdriver.Chrome, admin: str, sink: Any) -> None:
     wait(driver, expected_conditions.title_contains("Events"))
     shot(driver, "events")
     driver.find_element(By.NAME, "journey").send_keys("journey-find-me", Keys.ENTER)
+    # the unfiltered page stays on screen until the filtered one replaces it: wait for that one
+    wait(driver, expected_conditions.url_contains("journey=journey-find-me"))
     rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.event"))
-    assert len(rows) == 1
+    assert len(rows) == 1, [row.text for row in rows]
     rows[0].find_element(By.TAG_NAME, "a").click()
     wait(driver, expected_conditions.title_contains("Event "))
     rule = driver.find_element(By.CSS_SELECTOR, "table.rules tbody tr")
@@ -180,6 +182,7 @@ def _operator_walk(driver: webdriver.Chrome, admin: str, sink: Any) -> None:
     # the playground explains a pasted payload without sending anything
     count = len(sink.received)
     driver.find_element(By.LINK_TEXT, "Rules playground").click()
+    wait(driver, expected_conditions.title_contains("Rules playground"))
     area = driver.find_element(By.ID, "payload")
     area.clear()
     area.send_keys(payload("Finished Journey", systemDecision="Refer").decode())
