@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import load_config
+from gateway.destinations.client import client_session
 from gateway.web.app import create_app
 from tests.support.config import base_config, write_config
 from tests.support.destinations import Harness
@@ -84,7 +85,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+    """The session the gateway itself delivers with."""
+    async with client_session() as client:
         yield client
 
 

@@ -1,6 +1,7 @@
 """The Destination protocol, shared classification of HTTP answers, and build helpers.
 
-Pure except `SendContext`, which carries the one shared aiohttp session into `send`.
+Pure except `SendContext`, which carries the one shared aiohttp session into `send`
+(destinations/client.py makes it and holds the exchange every HTTP destination uses).
 Every destination type is a module in this package that exposes `build(name, raw, ctx)`;
 `destinations/__init__.py` holds the explicit registry.
 """
@@ -178,49 +179,6 @@ def mask_url(url: str) -> str:
 
 def bounded(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more)"
-
-
-def connection_reuse_tracer() -> aiohttp.TraceConfig:
-    """Marks requests sent on a reused keep-alive connection (see request_once_more_if_stale)."""
-
-    async def on_reuse(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-        if isinstance(context.trace_request_ctx, dict):
-            context.trace_request_ctx["reused"] = True
-
-    tracer = aiohttp.TraceConfig()
-    tracer.on_connection_reuseconn.append(on_reuse)
-    return tracer
-
-
-async def request_once_more_if_stale(
-    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP exchange. Sent again at once, a single time, only when it went out on a
-    reused keep-alive connection that the peer had already closed: then nothing reached the
-    peer. A fresh connection that drops is an ordinary failure (the request may have
-    arrived, so sending it twice within one attempt would duplicate it)."""
-    state = {"reused": False}
-    try:
-        return await _exchange(session, method, url, state, kwargs)
-    except aiohttp.ServerDisconnectedError:
-        if not state["reused"]:
-            raise
-    state["reused"] = False
-    return await _exchange(session, method, url, state, kwargs)
-
-
-async def _exchange(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    state: dict[str, bool],
-    kwargs: dict[str, Any],
-) -> tuple[int, dict[str, str], bytes]:
-    async with session.request(
-        method, url, allow_redirects=False, trace_request_ctx=state, **kwargs
-    ) as response:
-        body = await response.content.read(4096)
-        return response.status, dict(response.headers), body
 
 
 #: errno values that mean *we* ran out (descriptors, memory, processes, buffers), not that

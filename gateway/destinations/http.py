@@ -27,10 +27,10 @@ from gateway.destinations.base import (
     bounded,
     classify_status,
     parse_retry_after,
-    request_once_more_if_stale,
     status_reason,
     transport_error,
 )
+from gateway.destinations.client import exchange
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
@@ -108,7 +108,7 @@ class HttpDestination:
     async def send(self, event: Event, context: SendContext) -> Sent:
         headers, payload = self.request(event, context.clock())
         try:
-            status, reply_headers, reply = await request_once_more_if_stale(
+            status, reply_headers, reply = await exchange(
                 context.session,
                 self.method,
                 self.url.reveal(),

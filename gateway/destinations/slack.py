@@ -22,10 +22,10 @@ from gateway.destinations.base import (
     classify_status,
     mask_url,
     parse_retry_after,
-    request_once_more_if_stale,
     status_reason,
     transport_error,
 )
+from gateway.destinations.client import exchange
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, one_line, render, render_text
@@ -159,7 +159,7 @@ class SlackDestination:
     async def send(self, event: Event, context: SendContext) -> Sent:
         payload = json.dumps(self.message(event), ensure_ascii=False).encode()
         try:
-            status, headers, reply = await request_once_more_if_stale(
+            status, headers, reply = await exchange(
                 context.session,
                 "POST",
                 self.url.reveal(),

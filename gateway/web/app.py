@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from gateway.config.model import Config
 from gateway.delivery import DeliveryEngine
-from gateway.destinations.base import connection_reuse_tracer
+from gateway.destinations.client import client_session
 from gateway.metrics import Metrics
 from gateway.retention import prune_forever
 from gateway.runtime import Runtime
@@ -43,14 +42,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     store = app[STORE]
-    timeout = aiohttp.ClientTimeout(total=300)  # per-request timeouts come from each destination
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
-    async with aiohttp.ClientSession(
-        timeout=timeout,
-        connector=connector,
-        trust_env=False,
-        trace_configs=[connection_reuse_tracer()],
-    ) as session:
+    async with client_session() as session:
         app[SESSION] = session
         engine = DeliveryEngine(
             store,

@@ -21,6 +21,7 @@ from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from tests.support.config import closed_port
 from tests.support.destinations import Harness
 from tests.support.payloads import payload
+from tests.support.raw_http import StaleKeepAlivePeer
 from tests.support.sinks import Sink
 
 pytestmark = pytest.mark.timeout(15)
@@ -322,6 +323,25 @@ async def test_peer_hanging_up_mid_request_gets_one_request_per_attempt(harness:
     error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
     assert peer.requests == 1
+
+
+async def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(
+    harness: Harness,
+) -> None:
+    """The receiver closes an idle keep-alive connection just as the next delivery reuses
+    it: nothing reached it, so the same attempt sends again on a new connection (once)."""
+    peer = await StaleKeepAlivePeer().start()
+    try:
+        destination = harness.destination(
+            {"type": "http", "url": f"http://127.0.0.1:{peer.port}/hook"}
+        )
+        first = await harness.send(destination, payload("Finished Journey", eventId="ka-1"))
+        second = await harness.send(destination, payload("Finished Journey", eventId="ka-2"))
+    finally:
+        await peer.stop()
+    assert (first.status, second.status) == (200, 200)
+    # the first connection answered ka-1 and dropped ka-2; a fresh one took ka-2
+    assert [keys for keys in peer.requests if keys] == [["ka-1", "ka-2"], ["ka-2"]]
 
 
 async def test_connection_refused_is_retryable(harness: Harness) -> None:

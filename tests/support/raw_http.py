@@ -210,3 +210,43 @@ class SilentServer:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 1)
+
+
+class StaleKeepAlivePeer:
+    """Answers the first request of each connection (200, kept alive), then closes that
+    connection without a word when the next request arrives on it: the race of a receiver
+    closing an idle keep-alive connection just as the gateway reuses it. `requests` holds
+    the Idempotency-Key of every request received, per connection."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.requests: list[list[str]] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: list[str] = []
+        self.requests.append(seen)
+        with contextlib.suppress(Exception):
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                fields = dict(
+                    line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line
+                )
+                await reader.readexactly(int(fields.get("Content-Length", "0")))
+                seen.append(fields.get("Idempotency-Key", ""))
+                if len(seen) > 1:
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    async def start(self) -> StaleKeepAlivePeer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1)

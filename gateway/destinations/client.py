@@ -1,0 +1,106 @@
+"""The outbound HTTP client the HTTP and Slack destinations share: one session, one pool of
+keep-alive connections, and the one exchange they all go through. Does network I/O.
+
+Resending once, safely: a request that went out on a keep-alive connection the peer had
+already closed never reached it, so it is sent again at once on a fresh connection. Any
+other drop is an ordinary failure (the request may have arrived; sending it twice within one
+attempt would duplicate it). To tell the two apart the connector notes, per exchange,
+whether the connection it handed out had served a request before. aiohttp's tracing says
+so too, but its signals cost every request about 15 us of CPU (bench/fanout.py); a set
+lookup costs nothing.
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextvars import ContextVar
+from typing import Any
+
+import aiohttp
+
+#: connections a session opens at most, over all destinations, and per host
+MAX_CONNECTIONS = 256
+MAX_CONNECTIONS_PER_HOST = 64
+#: the longest any exchange may take; each destination's own timeout is shorter
+SESSION_TIMEOUT = 300
+#: of an answer's body, the part kept for the attempt record
+KEPT_REPLY = 4096
+
+
+class _Exchange:
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+#: the exchange in progress in this task (the connector runs in the caller's task)
+_CURRENT: ContextVar[_Exchange | None] = ContextVar("gateway_http_exchange", default=None)
+
+
+class ReuseAwareConnector(aiohttp.TCPConnector):
+    """A TCPConnector that marks the current exchange when its connection is a reused one."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._served: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp calls it so
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol is not None:
+            if protocol in self._served:
+                exchange = _CURRENT.get()
+                if exchange is not None:
+                    exchange.reused = True
+            else:
+                self._served.add(protocol)
+        return connection
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The session deliveries and console test events use. No proxies from the environment
+    (a destination is reached as configured), no redirects followed (see `exchange`)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=SESSION_TIMEOUT),
+        connector=ReuseAwareConnector(
+            limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST
+        ),
+        trust_env=False,
+    )
+
+
+async def exchange(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP exchange: status, headers and the first `KEPT_REPLY` bytes of the body;
+    sent once more only when the first try met a stale keep-alive connection."""
+    try:
+        return await _once(session, method, url, kwargs, retry_allowed=True)
+    except _StaleConnection:
+        return await _once(session, method, url, kwargs, retry_allowed=False)
+
+
+class _StaleConnection(Exception):
+    """The request went out on a reused connection the peer had closed."""
+
+
+async def _once(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    kwargs: dict[str, Any],
+    retry_allowed: bool,
+) -> tuple[int, dict[str, str], bytes]:
+    current = _Exchange()
+    token = _CURRENT.set(current)
+    try:
+        async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+            body = await response.content.read(KEPT_REPLY)
+            return response.status, dict(response.headers), body
+    except aiohttp.ServerDisconnectedError:
+        if retry_allowed and current.reused:
+            raise _StaleConnection from None
+        raise
+    finally:
+        _CURRENT.reset(token)
