@@ -3,11 +3,15 @@ unique eventIds and ~20 rules, at 1, 10 and 64 connections, against the baseline
 the same run. Server pinned to CPU 0, wrk to CPU 1.
 
     python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 1,10,64] [--before DIR]
+                           [--process]
 
 `--before DIR`: another checkout of the gateway (e.g. `git worktree add DIR main`) measured
 in the same rounds, interleaved, so a change is judged against its "before" on the same
 machine at the same moment. Each level also probes tiny commits/s on the same file system
 (WAL, synchronous=FULL): the limit one fsync per group commit sets.
+
+`--process`: also this checkout with `storage.durability: process` (synchronous=NORMAL: a
+200 survives a crash of the gateway, not a power loss), as the row "process".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import yaml
 from common import (
     IDLE_DESTINATIONS,
     WrkResult,
@@ -33,17 +38,26 @@ from common import (
 )
 
 
+def durability(config_path: Path, value: str) -> None:
+    config = yaml.safe_load(config_path.read_text())
+    config["storage"]["durability"] = value
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", default="1,10,64")
     parser.add_argument("--before", type=Path, help="another checkout, measured as 'before'")
+    parser.add_argument("--process", action="store_true", help="also durability: process")
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
     gateways: dict[str, Path | None] = {"gateway": None}
     if args.before:
         gateways = {"before": args.before.resolve(), "gateway": None}
+    if args.process:
+        gateways["process"] = None
     results: dict[str, dict[int, list[WrkResult]]] = {
         name: {c: [] for c in levels} for name in ("baseline", *gateways)
     }
@@ -69,6 +83,8 @@ def main() -> None:
                     if name == "gateway":
                         fsync_rates[connections].append(fsync_commits_per_s(Path(tmp)))
                     config = gateway_config(Path(tmp), IDLE_DESTINATIONS, bench_rules(20))
+                    if name == "process":
+                        durability(config, "process")
                     gateway = start_gateway(config, root=root)
                     try:
                         results[name][connections].append(

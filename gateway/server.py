@@ -155,6 +155,7 @@ def _log_started(config: Config, watch: bool) -> None:
                 "store": "postgres"
                 if config.storage.backend == "postgres"
                 else str(config.storage.path),
+                "durability": config.storage.durability,
                 "rules": len(config.rules),
                 "destinations": len(config.destinations),
                 "watch": watch,

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.load import load_config
 from gateway.errors import StoreError
 from gateway.events import parse_event
-from gateway.store import AttemptRecord
+from gateway.store import AttemptRecord, create_store
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
+from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
+from tests.support.store import stored_keys
 
 
 def event(event_id: str, journey: str = "j-1") -> bytes:
@@ -203,3 +206,23 @@ async def test_requeue_says_what_it_queued_and_keeps_the_first_queued_time(
         assert await store.requeue(delivery_id=999) == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("durability", "pragma"), [("full", 2), ("process", 1)])
+async def test_storage_durability_sets_the_write_connections_synchronous_mode(
+    tmp_path: Path, durability: str, pragma: int
+) -> None:
+    """FULL (2) fsyncs the WAL at every commit; NORMAL (1) leaves it to the OS until the
+    next checkpoint. The config key reaches the connection every accept commits on."""
+    storage = {"durability": durability}
+    config = load_config(write_config(tmp_path, base_config(tmp_path, storage=storage)))
+    store = create_store(config.storage)
+    await store.open()
+    try:
+        assert isinstance(store, SqliteStore)
+        mode = await store.write(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        assert mode == pragma
+        await store.accept(parse_event(payload(event_id="durable")), [], [], None, {})
+    finally:
+        await store.close()
+    assert "durable" in stored_keys(tmp_path / "gateway.db")

@@ -161,9 +161,21 @@ class Builder:
                 source, raw, ("storage",), "busy_timeout", STORAGE_DEFAULTS.busy_timeout
             ),
             max_size=max_size,
+            durability=self.durability(source, raw),
             **self.postgres(source, raw),
             min_free=self.size(source, raw, ("storage", "min_free"), STORAGE_DEFAULTS.min_free),
         )
+
+    def durability(self, source: Source, raw: Mapping[str, Any]) -> str:
+        durability = str(raw.get("durability", STORAGE_DEFAULTS.durability))
+        if durability != "full" and raw.get("backend", STORAGE_DEFAULTS.backend) == "postgres":
+            self.report.error(
+                source,
+                ("storage", "durability"),
+                "applies to the sqlite backend only; with postgres the database's own "
+                "synchronous_commit decides (remove this key)",
+            )
+        return durability
 
     def postgres(self, source: Source, raw: Mapping[str, Any]) -> dict[str, Any]:
         """The PostgreSQL settings of `storage` (several replicas on one database)."""

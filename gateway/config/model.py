@@ -47,6 +47,9 @@ class StorageConfig:
     retention: float = 30 * 86400.0
     busy_timeout: float = 5.0
     max_size: int | None = None  # bytes; the store answers 503 ("full") beyond it
+    #: full: every commit is fsynced (a 200 survives a power loss); process: written to the
+    #: OS only (survives a crash or kill of the gateway, not of the machine). SQLite only.
+    durability: str = "full"
     # ---- backend: postgres (several replicas on one database)
     backend: str = "sqlite"  # sqlite | postgres
     dsn: Secret | None = None  # postgres only; a secret (it carries the password)
@@ -96,9 +99,19 @@ class Config:
             changes.append("server.idle_timeout/max_connections")
         if (self.admin.host, self.admin.port) != (new.admin.host, new.admin.port):
             changes.append("admin.host/admin.port")
-        old_store = (self.storage.path, self.storage.busy_timeout, self.storage.max_size)
-        if old_store != (new.storage.path, new.storage.busy_timeout, new.storage.max_size):
-            changes.append("storage.path/busy_timeout/max_size")
+        old_store = (
+            self.storage.path,
+            self.storage.busy_timeout,
+            self.storage.max_size,
+            self.storage.durability,
+        )
+        if old_store != (
+            new.storage.path,
+            new.storage.busy_timeout,
+            new.storage.max_size,
+            new.storage.durability,
+        ):
+            changes.append("storage.path/busy_timeout/max_size/durability")
         old_pg = (
             self.storage.backend,
             self.storage.dsn,

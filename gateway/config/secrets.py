@@ -69,6 +69,7 @@ PLAIN_KEYS = frozenset(
         "busy_timeout",
         "max_size",
         "min_free",
+        "durability",
         "idle_timeout",
         "max_connections",
         "timeout",

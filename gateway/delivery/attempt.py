@@ -19,7 +19,7 @@ from gateway.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from gateway.events import Event, parse_event
+from gateway.events import Event, parse_stored
 from gateway.logs import log_fields
 from gateway.retry import decide
 from gateway.store import AttemptRecord, DueDelivery
@@ -80,7 +80,7 @@ class Attempter:
     ) -> tuple[Event | None, Sent | None, DeliveryError | None]:
         event = None
         try:
-            event = parse_event(job.raw)
+            event = parse_stored(job.raw)
             context = SendContext(self.session, job.id, number, self.clock)
             return event, await destination.send(event, context), None
         except DeliveryError as exc:

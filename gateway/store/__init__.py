@@ -235,7 +235,13 @@ def create_store(storage: StorageConfig, *, for_cli: bool = False) -> Store:
     from gateway.store.sqlite import SqliteStore
 
     max_size = None if for_cli else storage.max_size
-    return SqliteStore(storage.path, storage.busy_timeout, max_size, storage.min_free)
+    return SqliteStore(
+        storage.path,
+        storage.busy_timeout,
+        max_size,
+        storage.min_free,
+        synchronous="FULL" if storage.durability == "full" else "NORMAL",
+    )
 
 
 __all__ = [

@@ -30,10 +30,11 @@ class SqliteConnection:
         busy_timeout: float = 5.0,
         max_size: int | None = None,
         min_free: int = 0,
+        synchronous: str = "FULL",
     ) -> None:
         self.path = path
         self._min_free = min_free
-        self._writer = GroupCommitWriter(path, busy_timeout, max_size)
+        self._writer = GroupCommitWriter(path, busy_timeout, max_size, synchronous)
         self._busy_timeout = busy_timeout
         self._reader: aiosqlite.Connection | None = None
         self._listeners: list[CommitListener] = []

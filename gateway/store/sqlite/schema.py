@@ -109,7 +109,9 @@ def prepare_folder(path: Path) -> None:
             level.mkdir(mode=0o700)
 
 
-def connect(path: Path, busy_timeout: float, max_size: int | None) -> sqlite3.Connection:
+def connect(
+    path: Path, busy_timeout: float, max_size: int | None, synchronous: str = "FULL"
+) -> sqlite3.Connection:
     prepare_folder(path)
     # created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the mode of
     # the database file (it would create all three 0644)
@@ -119,8 +121,13 @@ def connect(path: Path, busy_timeout: float, max_size: int | None) -> sqlite3.Co
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: the WAL is fsynced at every commit, so a 200 survives power loss, not only a crash
-    conn.execute("PRAGMA synchronous=FULL")
+    # FULL (the default): the WAL is fsynced at every commit, so a 200 survives power loss,
+    # not only a crash. NORMAL (`storage.durability: process`): the WAL reaches the OS at
+    # every commit and is fsynced at checkpoints; a crash or kill -9 of the gateway loses
+    # nothing, a power loss or kernel crash may lose the last commits.
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous={synchronous!r}")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     if max_size:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={max(16, max_size // page_size)}")

@@ -72,8 +72,11 @@ class GroupCommitWriter:
     ready) until the file is back or the gateway restarts.
     """
 
-    def __init__(self, path: Path, busy_timeout: float, max_size: int | None) -> None:
+    def __init__(
+        self, path: Path, busy_timeout: float, max_size: int | None, synchronous: str = "FULL"
+    ) -> None:
         self._path = path
+        self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._max_size = max_size
         self._jobs: queue.SimpleQueue[
@@ -93,7 +96,7 @@ class GroupCommitWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._conn = connect(self._path, self._busy_timeout, self._max_size)
+        self._conn = connect(self._path, self._busy_timeout, self._max_size, self._synchronous)
         migrate(self._conn)
         self._identity = self._files()
         self._thread.start()
@@ -198,7 +201,9 @@ class GroupCommitWriter:
         again in a transaction of its own, so only the failing one gets the error."""
         try:
             if self._conn is None:
-                self._conn = connect(self._path, self._busy_timeout, self._max_size)
+                self._conn = connect(
+                    self._path, self._busy_timeout, self._max_size, self._synchronous
+                )
             conn = self._conn
             try:
                 return self._transaction(conn, batch)
