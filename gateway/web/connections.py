@@ -28,8 +28,12 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from gateway.metrics import Metrics
+from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway.connections")
 
@@ -88,7 +92,13 @@ class Listener:
     def handler(self) -> asyncio.Protocol:
         server = self._runner.server
         assert server is not None, "runner not set up"
-        return server()
+        # aiohttp's Server makes a plain RequestHandler from these two; read defensively, so
+        # that an aiohttp that renames them costs only the JSON form of malformed-request
+        # answers, never the listener
+        loop, options = getattr(server, "_loop", None), getattr(server, "_kwargs", None)
+        if loop is None or not isinstance(options, dict):
+            return server()
+        return JsonErrorRequestHandler(server, loop=loop, **options)
 
     def refused(self) -> None:
         self._metrics.connections_refused.labels(self.name).inc()
@@ -107,6 +117,32 @@ class Listener:
                 },
             )
             self._refused_since_log = 0
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's request handler, except that the answer to a request it cannot parse (a
+    broken request line, header or chunk framing) is a JSON error like every other answer of
+    the gateway, not aiohttp's plain text. aiohttp still logs it (through RequestErrorLog)
+    and closes the connection."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # logs; raises if sent
+        if status >= 500:
+            answer = error_response(status, "internal", "internal error")
+        else:
+            problem = type(exc).__name__ if exc is not None else "BadRequest"
+            answer = error_response(
+                status, "malformed_request", f"the HTTP request could not be parsed ({problem})"
+            )
+        answer.headers.update({k: v for k, v in plain.headers.items() if k == "Connection"})
+        answer.force_close()
+        return answer
 
 
 class _Guarded(asyncio.Protocol):

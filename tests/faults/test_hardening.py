@@ -212,9 +212,15 @@ def test_malformed_requests_are_one_rate_limited_info_line_each(tmp_path: Path) 
             b"GET / HTTP/9.9\r\n\r\n",
             b"POST /webhooks/idwise HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ]
+        answered = 0
         for i in range(60):
             answer = exchange(port, bad[i % len(bad)])
             assert answer is None or answer.status == 400, answer
+            if answer is not None:  # a JSON error, as every other answer
+                assert answer.json()["error"] == "malformed_request", answer
+                assert answer.headers["content-type"].startswith("application/json")
+                answered += 1
+        assert answered >= len(bad)
         answer = exchange(
             port, request_bytes(payload("Finished Journey", event_id="after-garbage"))
         )
