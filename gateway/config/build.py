@@ -33,6 +33,8 @@ from gateway.units import parse_duration, parse_rate, parse_size
 SERVER_DEFAULTS = ServerConfig()
 ADMIN_DEFAULTS = AdminConfig()
 STORAGE_DEFAULTS = StorageConfig()
+#: characters of `admin.session_key` at least (32 random bytes in base64 are 44)
+MIN_SESSION_KEY = 32
 
 #: request headers that cannot carry a custom credential
 _RESERVED_HEADERS = ("authorization", "x-forwarded-for", "host", "content-length")
@@ -125,7 +127,16 @@ class Builder:
                 for entry in raw.get("tokens") or ()
                 if entry.get("token")
             ),
+            session_key=Secret(raw["session_key"]) if raw.get("session_key") else None,
         )
+        if admin.session_key is not None and len(admin.session_key.reveal()) < MIN_SESSION_KEY:
+            # the value is a secret: say what is wrong with it, never what it is
+            self.report.error(
+                source,
+                ("admin", "session_key"),
+                f"too short to sign sessions: use at least {MIN_SESSION_KEY} random "
+                "characters (openssl rand -base64 32)",
+            )
         if (
             admin.token is None
             and not admin.tokens

@@ -39,6 +39,8 @@ class AdminConfig:
     token: Secret | None = None  # an operator token
     #: (token, role) with role "viewer" or "operator" (`admin.tokens`), beside `token`
     tokens: tuple[tuple[Secret, str], ...] = ()
+    #: signs console sessions on every replica alike (none: a random key per process)
+    session_key: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ LONG_VALUE = 12
 GATEWAY_SECRETS: tuple[KeyPath, ...] = (
     ("admin", "token"),
     ("admin", "tokens", "*", "token"),
+    ("admin", "session_key"),
     ("auth", "basic", "*", "password"),
     ("auth", "bearer", "*"),
     ("auth", "headers", "*", "value"),

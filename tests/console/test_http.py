@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from tests.console.conftest import OPERATOR, VIEWER, Console
+from gateway.web.console.session import COOKIE
+from gateway.web.keys import RUNTIME
+from tests.console.conftest import ADMIN, OPERATOR, VIEWER, Console
 from tests.support.config import AUTH
 from tests.support.payloads import payload
 from tests.support.sinks import Sink
@@ -242,6 +244,51 @@ async def test_session_ends_when_its_token_is_removed_by_a_reload(console: Make)
     path = runtime.current.file
     text = path.read_text().replace(VIEWER, "another-viewer-token-1")
     path.write_text(text)
+    assert (await runtime.reload("test")).ok
+    assert (await c.admin.get("/", allow_redirects=False)).status == 303
+
+
+SESSION_KEY = "console-session-key-" + "5f1c9e2b7d04" * 4
+
+
+def session_cookie(c: Console) -> str:
+    (cookie,) = [m.value for m in c.admin.session.cookie_jar if m.key == COOKIE]
+    return cookie
+
+
+async def test_a_shared_session_key_makes_a_session_good_on_every_replica(
+    console: Make,
+) -> None:
+    """Behind one address, a browser's next request may reach another replica: with
+    admin.session_key each accepts the session another issued; without, each its own."""
+    shared = {**ADMIN, "session_key": SESSION_KEY}
+    first, second, alone = await console(admin=shared), await console(admin=shared), await console()
+    await first.sign_in(OPERATOR)
+    cookie = session_cookie(first)
+    page = await second.admin.get("/", cookies={COOKIE: cookie}, allow_redirects=False)
+    assert page.status == 200, await page.text()
+    refused = await alone.admin.get("/", cookies={COOKIE: cookie}, allow_redirects=False)
+    assert refused.status == 303  # to the sign-in page
+    # and the CSRF token of that session is good on the other replica too
+    html = await page.text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    sent = await second.admin.post(
+        "/playground",
+        data={"csrf": csrf.group(1), "payload": payload("Finished Journey").decode()},
+        cookies={COOKIE: cookie},
+        headers={"Origin": str(second.admin.make_url("/").origin())},
+    )
+    assert sent.status == 200, await sent.text()
+
+
+async def test_a_reload_that_changes_the_session_key_ends_every_session(console: Make) -> None:
+    c = await console(admin={**ADMIN, "session_key": SESSION_KEY})
+    await c.sign_in(OPERATOR)
+    assert (await c.admin.get("/", allow_redirects=False)).status == 200
+    runtime = c.admin.app[RUNTIME]
+    path = runtime.current.file
+    path.write_text(path.read_text().replace(SESSION_KEY, SESSION_KEY[::-1]))
     assert (await runtime.reload("test")).ok
     assert (await c.admin.get("/", allow_redirects=False)).status == 303
 

@@ -39,3 +39,16 @@ def test_csrf_tokens_belong_to_one_session() -> None:
 def test_fingerprints_tell_tokens_apart_without_showing_them() -> None:
     assert fingerprint("token-a") != fingerprint("token-b")
     assert len(fingerprint("token-a")) == 8 and "token" not in fingerprint("token-a")
+
+
+def test_signers_given_one_session_key_accept_each_others_cookies() -> None:
+    key = ["shared-key-" + "a" * 32]
+    first, second = SessionSigner(shared=lambda: key[0]), SessionSigner(shared=lambda: key[0])
+    cookie, session = first.issue(Principal(OPERATOR, "abcd1234"))
+    verified = second.verify(cookie)
+    assert verified is not None and verified.nonce == session.nonce
+    assert verified.principal == session.principal
+    assert second.csrf_ok(session, first.csrf_token(session))
+    assert SessionSigner().verify(cookie) is None  # no shared key: a key of its own
+    key[0] = "another-key-" + "b" * 32  # a reload with a new key
+    assert first.verify(cookie) is None and second.verify(cookie) is None

@@ -12,7 +12,7 @@ from gateway.web.console import deliveries, destinations, events, overview, play
 from gateway.web.console.guard import console_guard
 from gateway.web.console.render import HERE, setup_templates
 from gateway.web.console.session import SessionSigner
-from gateway.web.keys import CONSOLE, SIGN_IN_GATE
+from gateway.web.keys import CONSOLE, RUNTIME, SIGN_IN_GATE
 
 STATIC = HERE / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -32,7 +32,13 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 def add_console(admin: web.Application) -> None:
-    admin[CONSOLE] = SessionSigner()
+    runtime = admin[RUNTIME]
+
+    def shared_key() -> str | None:
+        key = runtime.current.admin.session_key
+        return key.reveal() if key is not None else None
+
+    admin[CONSOLE] = SessionSigner(shared=shared_key)
     admin[SIGN_IN_GATE] = asyncio.Lock()
     admin.middlewares.append(console_guard)
     setup_templates(admin)

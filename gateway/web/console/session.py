@@ -1,9 +1,14 @@
-"""Console sessions: a cookie signed with a key that lives only in this process's memory,
-and the CSRF token that goes with each session. Pure (HMAC over the cookie's fields).
+"""Console sessions: a signed cookie, and the CSRF token that goes with each session. Pure
+(HMAC over the cookie's fields).
 
-A restart signs everyone out (the key is gone), which is the point: nothing on disk can
-forge a session. The cookie holds role, token fingerprint, expiry and a random nonce; the
-CSRF token is derived from the nonce, so it is bound to one session and never stored.
+The signing key is either random, made at start and kept only in this process's memory (a
+restart signs everyone out, nothing on disk can forge a session, each replica signs its
+own), or derived from `admin.session_key`, a secret every replica is given: then a session
+issued by one replica is good on all of them, and survives restarts. The key is looked up
+at each use, so a reload that changes `admin.session_key` ends every session at once.
+
+The cookie holds role, token fingerprint, expiry and a random nonce; the CSRF token is
+derived from the nonce, so it is bound to one session and never stored.
 """
 
 from __future__ import annotations
@@ -29,10 +34,37 @@ class Session:
     nonce: str
 
 
+#: the purpose a shared session key is bound to: the same secret used elsewhere (it should
+#: not be) still yields a key of its own here
+KEY_CONTEXT = b"idwise-gateway console session v1"
+
+
+def derived_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), KEY_CONTEXT, hashlib.sha256).digest()
+
+
 class SessionSigner:
-    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
-        self._key = key or secrets.token_bytes(32)
+    def __init__(
+        self,
+        key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        shared: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """`key` (tests) or a random one; `shared()` returns `admin.session_key` when one
+        is configured, which then wins."""
+        self._own = key or secrets.token_bytes(32)
+        self._shared = shared
+        self._derived: tuple[str, bytes] | None = None
         self._clock = clock
+
+    @property
+    def _key(self) -> bytes:
+        secret = self._shared()
+        if secret is None:
+            return self._own
+        if self._derived is None or self._derived[0] != secret:
+            self._derived = (secret, derived_key(secret))
+        return self._derived[1]
 
     def issue(self, principal: Principal, lifetime: float = LIFETIME) -> tuple[str, Session]:
         session = Session(principal, self._clock() + lifetime, secrets.token_urlsafe(16))
