@@ -43,6 +43,7 @@ def cmd_store_copy(args: argparse.Namespace, out: Output) -> int:
         raise CommandError(f"store error: {exc}") from None
     out.line(
         f"copied {copied.events} events, {copied.deliveries} deliveries, {copied.attempts}"
-        f" attempts ({copied.skipped_events} events were already there)"
+        f" attempts, {copied.duplicates} duplicate receipts"
+        f" ({copied.skipped_events} events were already there)"
     )
     return 0

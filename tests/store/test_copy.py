@@ -20,6 +20,7 @@ async def test_copy_keeps_history_and_pending_and_is_idempotent(
     await source.open()
     await accept(source, "m-1", "a", "b", journey="j-1")
     await accept(source, "m-2", "a", journey="j-2")
+    await accept(source, "m-1", "a", "b", journey="j-1")  # IDWise retried it: a duplicate
     due = {d.id: d for d in await source.due("a", time.time() + 1, 10, True)}
     first, second = sorted(due)
     await source.record(
@@ -34,6 +35,9 @@ async def test_copy_keeps_history_and_pending_and_is_idempotent(
     try:
         copied = await copy_from_sqlite(tmp_path / "old.db", target)
         assert (copied.events, copied.deliveries, copied.attempts) == (2, 3, 2)
+        assert copied.duplicates == 1
+        counts = await target.webhook_counts(0)
+        assert (counts["accepted"], counts["duplicate"]) == (2, 1)  # the console's figures
         rows = {
             (d["dedupe_key"], d["destination"]): (d["status"], d["attempts"])
             for d in await target.list_deliveries()
@@ -52,6 +56,7 @@ async def test_copy_keeps_history_and_pending_and_is_idempotent(
         assert (again.events, again.deliveries, again.attempts, again.skipped_events) == (
             0, 0, 0, 2,
         )  # fmt: skip
+        assert again.duplicates == 0 and (await target.webhook_counts(0))["duplicate"] == 1
         await accept(source, "m-3", "a", journey="j-3")
         later = await copy_from_sqlite(tmp_path / "old.db", target)
         assert (later.events, later.deliveries) == (1, 1)

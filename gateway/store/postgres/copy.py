@@ -1,9 +1,10 @@
 """Moving up from SQLite: copy a gateway's SQLite file into the PostgreSQL store. Does I/O.
 
 Events, their deliveries with their state (pending ones stay pending and are sent by the
-replicas), and the attempt history. Idempotent: an event already there (same dedupe key) is
-not copied twice, nor is a delivery (same event and destination), and the attempts of a
-delivery are copied only together with it, so running it again (after a crash, or once more
+replicas), the attempt history and the repeated receipts (duplicates, which the console
+counts). Idempotent: an event already there (same dedupe key) is not copied twice, nor is
+a delivery (same event and destination); the attempts of a delivery are copied only
+together with it, and an event's duplicates only with the event, so running it again (after a crash, or once more
 after the last SQLite gateway stopped) copies only what is new. Ids are the target's own:
 the SQLite ids may already be taken there.
 """
@@ -28,6 +29,7 @@ class Copied:
     deliveries: int
     attempts: int
     skipped_events: int  # already in the target
+    duplicates: int = 0  # repeated receipts of the copied events
 
 
 def _source(path: Path) -> sqlite3.Connection:
@@ -62,7 +64,7 @@ async def copy_store(path: Path, dsn: str) -> Copied:
 
 async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
     source = _source(path)
-    events = deliveries = attempts = skipped = 0
+    events = deliveries = attempts = skipped = duplicates = 0
     try:
         last = 0
         while True:
@@ -74,10 +76,11 @@ async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
             last = rows[-1]["id"]
             async with target.connection() as conn, conn.transaction():
                 counts = await _copy_chunk(source, conn, rows)
-            events, deliveries, attempts = (
+            events, deliveries, attempts, duplicates = (
                 events + counts[0],
                 deliveries + counts[1],
                 attempts + counts[2],
+                duplicates + counts[3],
             )
             skipped += len(rows) - counts[0]
     finally:
@@ -85,12 +88,12 @@ async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
     if deliveries:
         async with target.connection() as conn:
             await target.notify(conn, None)  # running replicas pick the pending ones up
-    return Copied(events, deliveries, attempts, skipped)
+    return Copied(events, deliveries, attempts, skipped, duplicates)
 
 
 async def _copy_chunk(
     source: sqlite3.Connection, conn: Connection, rows: list[sqlite3.Row]
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     inserted = await conn.fetch(
         "INSERT INTO events (dedupe_key, event_type, event_id, journey_key, reference_no,"
         " received_at, source_ip, headers, rules, raw)"
@@ -114,6 +117,10 @@ async def _copy_chunk(
     )
     target_row = {r["dedupe_key"]: r["id"] for r in mapped}
     event_row = {r["id"]: target_row[clean(r["dedupe_key"])] for r in rows}
+    new_ids = {r["id"] for r in inserted}
+    duplicates = await _copy_duplicates(
+        source, conn, {old: new for old, new in event_row.items() if new in new_ids}
+    )
     marks = ",".join("?" * len(rows))
     old = source.execute(
         f"SELECT * FROM deliveries WHERE event_row IN ({marks}) ORDER BY id",
@@ -172,4 +179,27 @@ async def _copy_chunk(
                 ],
             )
             copied_attempts = len(history)
-    return len(inserted), len(copied_deliveries), copied_attempts
+    return len(inserted), len(copied_deliveries), copied_attempts, duplicates
+
+
+async def _copy_duplicates(
+    source: sqlite3.Connection, conn: Connection, event_row: dict[int, int]
+) -> int:
+    """The repeated receipts of the events this chunk inserted (source id -> target id)."""
+    if not event_row:
+        return 0
+    marks = ",".join("?" * len(event_row))
+    receipts = source.execute(
+        f"SELECT event_row, received_at, source_ip FROM duplicates WHERE event_row IN ({marks})"
+        " ORDER BY id",
+        list(event_row),
+    ).fetchall()
+    if receipts:
+        await conn.executemany(
+            "INSERT INTO duplicates (event_row, received_at, source_ip) VALUES ($1, $2, $3)",
+            [
+                (event_row[d["event_row"]], d["received_at"], clean(d["source_ip"]))
+                for d in receipts
+            ],
+        )
+    return len(receipts)
