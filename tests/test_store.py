@@ -5,6 +5,7 @@ they are about. Everything else goes through the store's own methods."""
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import AttemptRecord, create_store
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
+from gateway.store.sqlite.writer import GroupCommitWriter
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.store import stored_keys
@@ -226,3 +228,49 @@ async def test_storage_durability_sets_the_write_connections_synchronous_mode(
     finally:
         await store.close()
     assert "durable" in stored_keys(tmp_path / "gateway.db")
+
+
+async def _writer_with_company(path: Path, linger: tuple[float, float]) -> GroupCommitWriter:
+    """A started writer whose last batch held two jobs (as under concurrent webhooks)."""
+    writer = GroupCommitWriter(path, 5.0, None, linger=linger)
+    writer.start(asyncio.get_running_loop())
+    inside, gate = threading.Event(), threading.Event()
+
+    def held(conn: sqlite3.Connection) -> None:
+        inside.set()
+        gate.wait(5)
+
+    first = writer.submit(held)
+    await asyncio.to_thread(inside.wait, 5)
+    queued = [writer.submit(lambda conn: None) for _ in range(2)]  # wait behind the first
+    gate.set()
+    await asyncio.gather(first, *queued)
+    return writer
+
+
+async def test_after_a_batch_with_company_the_writer_lingers_for_one_more(tmp_path: Path) -> None:
+    writer = await _writer_with_company(tmp_path / "w.db", linger=(0.5, 1.0))
+    try:
+        before = writer.batches
+        early = writer.submit(lambda conn: None)
+        await asyncio.sleep(0.05)  # well within the linger
+        late = writer.submit(lambda conn: None)
+        await asyncio.gather(early, late)
+        assert writer.batches == before + 1  # one commit for both
+    finally:
+        writer.stop()
+
+
+async def test_after_a_lone_job_the_writer_commits_at_once(tmp_path: Path) -> None:
+    writer = GroupCommitWriter(tmp_path / "w.db", 5.0, None, linger=(0.5, 1.0))
+    writer.start(asyncio.get_running_loop())
+    try:
+        await writer.submit(lambda conn: None)  # a quiet gateway: batches of one
+        before = writer.batches
+        first = writer.submit(lambda conn: None)
+        await asyncio.sleep(0.05)
+        second = writer.submit(lambda conn: None)
+        await asyncio.gather(first, second)
+        assert writer.batches == before + 2  # the first did not wait for the second
+    finally:
+        writer.stop()
