@@ -1,13 +1,18 @@
 """The outbound HTTP client the HTTP and Slack destinations share: one session, one pool of
 keep-alive connections, and the one exchange they all go through. Does network I/O.
 
-Resending once, safely: a request that went out on a keep-alive connection the peer had
-already closed never reached it, so it is sent again at once on a fresh connection. Any
-other drop is an ordinary failure (the request may have arrived; sending it twice within one
-attempt would duplicate it). To tell the two apart the connector notes, per exchange,
-whether the connection it handed out had served a request before. aiohttp's tracing says
-so too, but its signals cost every request about 15 us of CPU (bench/fanout.py); a set
-lookup costs nothing.
+Resending once: a request that went out on a keep-alive connection the peer closed before
+answering (the race of a receiver closing an idle connection just as it is reused) is sent
+again at once, a single time. That is the rule of Go's http.Transport for requests that
+carry an Idempotency-Key, as every delivery does: the receiver most likely never saw it,
+and if it did, the key tells it so. Any other drop is an ordinary failure of the attempt
+(on a fresh connection the request may well have arrived). aiohttp's own retry of PUT and
+other idempotent methods, on any connection, is switched off: it sent a PUT twice within
+one attempt when a fresh connection dropped.
+
+To tell the two cases apart the connector notes, per exchange, whether the connection it
+handed out had served a request before. aiohttp's tracing says so too, but its signals
+cost every request about 15 us of CPU (bench/fanout.py); a set lookup costs nothing.
 """
 
 from __future__ import annotations
@@ -49,11 +54,11 @@ class ReuseAwareConnector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
         if protocol is not None:
-            if protocol in self._served:
-                exchange = _CURRENT.get()
-                if exchange is not None:
-                    exchange.reused = True
-            else:
+            reused = protocol in self._served
+            exchange = _CURRENT.get()
+            if exchange is not None:
+                exchange.reused = reused  # of the connection the request goes out on now
+            if not reused:
                 self._served.add(protocol)
         return connection
 
@@ -61,13 +66,18 @@ class ReuseAwareConnector(aiohttp.TCPConnector):
 def client_session() -> aiohttp.ClientSession:
     """The session deliveries and console test events use. No proxies from the environment
     (a destination is reached as configured), no redirects followed (see `exchange`)."""
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=SESSION_TIMEOUT),
         connector=ReuseAwareConnector(
             limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST
         ),
         trust_env=False,
     )
+    # no public switch; aiohttp's own test client turns it off the same way. An aiohttp
+    # without the attribute has no such retry (it came in 3.11)
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
 
 
 async def exchange(

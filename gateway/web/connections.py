@@ -24,6 +24,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -98,7 +99,10 @@ class Listener:
         loop, options = getattr(server, "_loop", None), getattr(server, "_kwargs", None)
         if loop is None or not isinstance(options, dict):
             return server()
-        return JsonErrorRequestHandler(server, loop=loop, **options)
+        try:
+            return JsonErrorRequestHandler(server, loop=loop, **options)
+        except TypeError:  # options this aiohttp's handler no longer takes: its own fallback
+            return server()
 
     def refused(self) -> None:
         self._metrics.connections_refused.labels(self.name).inc()
@@ -132,17 +136,26 @@ class JsonErrorRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> StreamResponse:
-        plain = super().handle_error(request, status, exc, message)  # logs; raises if sent
-        if status >= 500:
+        super().handle_error(request, status, exc, message)  # logs; raises if already sent
+        if status == 500:
             answer = error_response(status, "internal", "internal error")
+        elif status > 500:  # aiohttp's 503/504 of its own (a handler timeout)
+            phrase = _phrase(status)
+            answer = error_response(status, phrase.lower().replace(" ", "_") or "error", phrase)
         else:
             problem = type(exc).__name__ if exc is not None else "BadRequest"
             answer = error_response(
                 status, "malformed_request", f"the HTTP request could not be parsed ({problem})"
             )
-        answer.headers.update({k: v for k, v in plain.headers.items() if k == "Connection"})
-        answer.force_close()
+        answer.force_close()  # as aiohttp's: the connection's framing cannot be trusted
         return answer
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class _Guarded(asyncio.Protocol):

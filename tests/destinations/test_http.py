@@ -317,9 +317,16 @@ async def test_peer_that_never_answers_times_out(harness: Harness) -> None:
     assert peer.connections == 1
 
 
-async def test_peer_hanging_up_mid_request_gets_one_request_per_attempt(harness: Harness) -> None:
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_peer_hanging_up_mid_request_gets_one_request_per_attempt(
+    harness: Harness, method: str
+) -> None:
+    """aiohttp itself resent PUT (an idempotent method) on a fresh connection that dropped:
+    the receiver got it twice within one attempt."""
     peer = await harness.silent(hang_up=True)
-    destination = harness.destination({"type": "http", "url": f"http://127.0.0.1:{peer.port}/hook"})
+    destination = harness.destination(
+        {"type": "http", "url": f"http://127.0.0.1:{peer.port}/hook", "method": method}
+    )
     error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
     assert peer.requests == 1
@@ -329,7 +336,8 @@ async def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(
     harness: Harness,
 ) -> None:
     """The receiver closes an idle keep-alive connection just as the next delivery reuses
-    it: nothing reached it, so the same attempt sends again on a new connection (once)."""
+    it, without an answer: the same attempt sends it again, once, with the same
+    Idempotency-Key (Go's http.Transport rule for requests that carry one)."""
     peer = await StaleKeepAlivePeer().start()
     try:
         destination = harness.destination(

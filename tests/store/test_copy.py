@@ -58,8 +58,10 @@ async def test_copy_keeps_history_and_pending_and_is_idempotent(
         )  # fmt: skip
         assert again.duplicates == 0 and (await target.webhook_counts(0))["duplicate"] == 1
         await accept(source, "m-3", "a", journey="j-3")
+        await accept(source, "m-2", "a", journey="j-2")  # a retry after the first copy
         later = await copy_from_sqlite(tmp_path / "old.db", target)
-        assert (later.events, later.deliveries) == (1, 1)
+        assert (later.events, later.deliveries, later.duplicates) == (1, 1, 1)
+        assert (await target.webhook_counts(0))["duplicate"] == 2
         assert len(await target.list_events()) == 3
     finally:
         await source.close()

@@ -4,9 +4,10 @@ Events, their deliveries with their state (pending ones stay pending and are sen
 replicas), the attempt history and the repeated receipts (duplicates, which the console
 counts). Idempotent: an event already there (same dedupe key) is not copied twice, nor is
 a delivery (same event and destination); the attempts of a delivery are copied only
-together with it, and an event's duplicates only with the event, so running it again (after a crash, or once more
-after the last SQLite gateway stopped) copies only what is new. Ids are the target's own:
-the SQLite ids may already be taken there.
+together with it, and of an event's duplicates only those newer than the latest the
+target holds. So running it again (after a crash, or once more after the last SQLite
+gateway stopped) copies only what is new. Ids are the target's own: the SQLite ids may
+already be taken there.
 """
 
 from __future__ import annotations
@@ -117,10 +118,7 @@ async def _copy_chunk(
     )
     target_row = {r["dedupe_key"]: r["id"] for r in mapped}
     event_row = {r["id"]: target_row[clean(r["dedupe_key"])] for r in rows}
-    new_ids = {r["id"] for r in inserted}
-    duplicates = await _copy_duplicates(
-        source, conn, {old: new for old, new in event_row.items() if new in new_ids}
-    )
+    duplicates = await _copy_duplicates(source, conn, event_row)
     marks = ",".join("?" * len(rows))
     old = source.execute(
         f"SELECT * FROM deliveries WHERE event_row IN ({marks}) ORDER BY id",
@@ -185,15 +183,27 @@ async def _copy_chunk(
 async def _copy_duplicates(
     source: sqlite3.Connection, conn: Connection, event_row: dict[int, int]
 ) -> int:
-    """The repeated receipts of the events this chunk inserted (source id -> target id)."""
+    """The repeated receipts of this chunk's events (source id -> target id) that the target
+    does not have yet: all of a newly copied event's, and of an event copied before, those
+    received after the latest it holds (a second run, after the SQLite gateway stopped)."""
     if not event_row:
         return 0
+    held = await conn.fetch(
+        "SELECT event_row, max(received_at) AS latest FROM duplicates"
+        " WHERE event_row = ANY($1::bigint[]) GROUP BY event_row",
+        list(set(event_row.values())),
+    )
+    latest = {r["event_row"]: r["latest"] for r in held}
     marks = ",".join("?" * len(event_row))
-    receipts = source.execute(
-        f"SELECT event_row, received_at, source_ip FROM duplicates WHERE event_row IN ({marks})"
-        " ORDER BY id",
-        list(event_row),
-    ).fetchall()
+    receipts = [
+        d
+        for d in source.execute(
+            "SELECT event_row, received_at, source_ip FROM duplicates"
+            f" WHERE event_row IN ({marks}) ORDER BY id",
+            list(event_row),
+        ).fetchall()
+        if d["received_at"] > latest.get(event_row[d["event_row"]], float("-inf"))
+    ]
     if receipts:
         await conn.executemany(
             "INSERT INTO duplicates (event_row, received_at, source_ip) VALUES ($1, $2, $3)",

@@ -41,7 +41,10 @@ MAX_BATCH = 2048
 #: expects, LINGER_MAX in all, before it commits: a commit costs ~400 us of CPU whatever it
 #: holds, and at 10 connections twice the jobs per commit cut the CPU per webhook by ~17%
 #: and raised the rate by ~18% (bench/RESULTS.md), for at most a millisecond more per
-#: answer. After a batch of one (a quiet gateway) it never waits.
+#: answer by the writer's clock, plus the wait for the GIL when a job wakes it while the
+#: event loop runs Python (the writer waits for the GIL around every SQLite call anyway;
+#: p50 fell and p99 held in the bench). After a batch of one (a quiet gateway) it never
+#: waits.
 LINGER = 0.0002
 LINGER_MAX = 0.001
 #: batches that reached the expected size before the writer tries for one job more
