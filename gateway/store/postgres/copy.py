@@ -95,6 +95,18 @@ async def copy_from_sqlite(path: Path, target: PostgresConnection) -> Copied:
 async def _copy_chunk(
     source: sqlite3.Connection, conn: Connection, rows: list[sqlite3.Row]
 ) -> tuple[int, int, int, int]:
+    """One chunk of events with everything that hangs off them, in the caller's transaction:
+    (events, deliveries, attempts, duplicates) copied."""
+    inserted, event_row = await _copy_events(conn, rows)
+    duplicates = await _copy_duplicates(source, conn, event_row)
+    deliveries = await _copy_deliveries(source, conn, event_row)
+    attempts = await _copy_attempts(source, conn, deliveries)
+    return inserted, len(deliveries), attempts, duplicates
+
+
+async def _copy_events(conn: Connection, rows: list[sqlite3.Row]) -> tuple[int, dict[int, int]]:
+    """Inserts the events not there yet; returns how many, and every row's target id (source
+    id -> target id), copied now or before."""
     inserted = await conn.fetch(
         "INSERT INTO events (dedupe_key, event_type, event_id, journey_key, reference_no,"
         " received_at, source_ip, headers, rules, raw)"
@@ -117,67 +129,76 @@ async def _copy_chunk(
         [clean(r["dedupe_key"]) for r in rows],
     )
     target_row = {r["dedupe_key"]: r["id"] for r in mapped}
-    event_row = {r["id"]: target_row[clean(r["dedupe_key"])] for r in rows}
-    duplicates = await _copy_duplicates(source, conn, event_row)
-    marks = ",".join("?" * len(rows))
+    return len(inserted), {r["id"]: target_row[clean(r["dedupe_key"])] for r in rows}
+
+
+async def _copy_deliveries(
+    source: sqlite3.Connection, conn: Connection, event_row: dict[int, int]
+) -> dict[int, int]:
+    """The deliveries of these events not there yet (same event and destination), with
+    their state; returns source id -> target id of those copied now."""
+    marks = ",".join("?" * len(event_row))
     old = source.execute(
-        f"SELECT * FROM deliveries WHERE event_row IN ({marks}) ORDER BY id",
-        [r["id"] for r in rows],
+        f"SELECT * FROM deliveries WHERE event_row IN ({marks}) ORDER BY id", list(event_row)
     ).fetchall()
-    copied_deliveries: dict[int, int] = {}
-    if old:
-        new = await conn.fetch(
-            "INSERT INTO deliveries (event_row, destination, rule, journey_key, status, attempts,"
-            " attempt_base, queued_at, next_attempt_at, updated_at, reason, last_error,"
-            " first_queued_at)"
-            " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], $11::text[],"
-            " $12::text[], $13::float8[]) ON CONFLICT (event_row, destination) DO NOTHING"
-            " RETURNING id, event_row, destination",
-            [event_row[d["event_row"]] for d in old],
-            [d["destination"] for d in old],
-            [d["rule"] for d in old],
-            [clean(d["journey_key"]) for d in old],
-            [d["status"] for d in old],
-            [d["attempts"] for d in old],
-            [d["attempt_base"] for d in old],
-            [d["queued_at"] for d in old],
-            [d["next_attempt_at"] for d in old],
-            [d["updated_at"] for d in old],
-            [clean(d["reason"]) for d in old],
-            [clean(d["last_error"]) for d in old],
-            [d["first_queued_at"] for d in old],
+    if not old:
+        return {}
+    new = await conn.fetch(
+        "INSERT INTO deliveries (event_row, destination, rule, journey_key, status, attempts,"
+        " attempt_base, queued_at, next_attempt_at, updated_at, reason, last_error,"
+        " first_queued_at)"
+        " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], $11::text[],"
+        " $12::text[], $13::float8[]) ON CONFLICT (event_row, destination) DO NOTHING"
+        " RETURNING id, event_row, destination",
+        [event_row[d["event_row"]] for d in old],
+        [d["destination"] for d in old],
+        [d["rule"] for d in old],
+        [clean(d["journey_key"]) for d in old],
+        [d["status"] for d in old],
+        [d["attempts"] for d in old],
+        [d["attempt_base"] for d in old],
+        [d["queued_at"] for d in old],
+        [d["next_attempt_at"] for d in old],
+        [d["updated_at"] for d in old],
+        [clean(d["reason"]) for d in old],
+        [clean(d["last_error"]) for d in old],
+        [d["first_queued_at"] for d in old],
+    )
+    by_pair = {(event_row[d["event_row"]], d["destination"]): d["id"] for d in old}
+    return {by_pair[(n["event_row"], n["destination"])]: n["id"] for n in new}
+
+
+async def _copy_attempts(
+    source: sqlite3.Connection, conn: Connection, deliveries: dict[int, int]
+) -> int:
+    """The attempt history of the deliveries copied now (source id -> target id)."""
+    if not deliveries:
+        return 0
+    marks = ",".join("?" * len(deliveries))
+    history = source.execute(
+        f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY id", list(deliveries)
+    ).fetchall()
+    if history:
+        await conn.executemany(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration, outcome,"
+            " reason, status_code, detail, output) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            [
+                (
+                    deliveries[a["delivery_id"]],
+                    a["number"],
+                    a["started_at"],
+                    a["duration"],
+                    a["outcome"],
+                    clean(a["reason"]),
+                    a["status_code"],
+                    clean(a["detail"]),
+                    clean(a["output"]),
+                )
+                for a in history
+            ],
         )
-        by_pair = {(event_row[d["event_row"]], d["destination"]): d["id"] for d in old}
-        copied_deliveries = {by_pair[(n["event_row"], n["destination"])]: n["id"] for n in new}
-    copied_attempts = 0
-    if copied_deliveries:
-        marks = ",".join("?" * len(copied_deliveries))
-        history = source.execute(
-            f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY id",
-            list(copied_deliveries),
-        ).fetchall()
-        if history:
-            await conn.executemany(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration, outcome,"
-                " reason, status_code, detail, output) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                [
-                    (
-                        copied_deliveries[a["delivery_id"]],
-                        a["number"],
-                        a["started_at"],
-                        a["duration"],
-                        a["outcome"],
-                        clean(a["reason"]),
-                        a["status_code"],
-                        clean(a["detail"]),
-                        clean(a["output"]),
-                    )
-                    for a in history
-                ],
-            )
-            copied_attempts = len(history)
-    return len(inserted), len(copied_deliveries), copied_attempts, duplicates
+    return len(history)
 
 
 async def _copy_duplicates(
