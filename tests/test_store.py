@@ -248,29 +248,29 @@ async def _writer_with_company(path: Path, linger: tuple[float, float]) -> Group
     return writer
 
 
-async def test_after_a_batch_with_company_the_writer_lingers_for_one_more(tmp_path: Path) -> None:
-    writer = await _writer_with_company(tmp_path / "w.db", linger=(0.5, 1.0))
+async def test_after_a_batch_with_company_the_writer_lingers_for_the_next_jobs(
+    tmp_path: Path,
+) -> None:
+    # lingers far longer than any scheduling delay: only the writer's choice can split them
+    writer = await _writer_with_company(tmp_path / "w.db", linger=(30.0, 60.0))
     try:
         before = writer.batches
         early = writer.submit(lambda conn: None)
-        await asyncio.sleep(0.05)  # well within the linger
-        late = writer.submit(lambda conn: None)
-        await asyncio.gather(early, late)
-        assert writer.batches == before + 1  # one commit for both
+        await asyncio.sleep(0.05)
+        later = [writer.submit(lambda conn: None) for _ in range(2)]
+        # the last batch held 2, so it expects 3: committed once the third is in, not later
+        await asyncio.wait_for(asyncio.gather(early, *later), 20)
+        assert writer.batches == before + 1  # one commit for all three
     finally:
         writer.stop()
 
 
 async def test_after_a_lone_job_the_writer_commits_at_once(tmp_path: Path) -> None:
-    writer = GroupCommitWriter(tmp_path / "w.db", 5.0, None, linger=(0.5, 1.0))
+    writer = GroupCommitWriter(tmp_path / "w.db", 5.0, None, linger=(30.0, 60.0))
     writer.start(asyncio.get_running_loop())
     try:
         await writer.submit(lambda conn: None)  # a quiet gateway: batches of one
-        before = writer.batches
-        first = writer.submit(lambda conn: None)
-        await asyncio.sleep(0.05)
-        second = writer.submit(lambda conn: None)
-        await asyncio.gather(first, second)
-        assert writer.batches == before + 2  # the first did not wait for the second
+        # had it lingered, this would take 30 s
+        await asyncio.wait_for(writer.submit(lambda conn: None), 20)
     finally:
         writer.stop()
