@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.store.event_sql import OUTCOME_CLAUSES, SUMMARY_COLUMNS, event_page
 from gateway.store.postgres.connection import PostgresConnection
 from gateway.store.records import EventFilter, EventPage
 
@@ -64,27 +65,7 @@ class PostgresQueries(PostgresConnection):
             ("e.reference_no = $?", query.reference),
             ("e.received_at >= $?", query.since),
             ("e.received_at <= $?", query.until),
-            # outcome comes from a fixed set; literal statuses let the partial indexes serve
-            *[
-                (clause, True)
-                for name, clause in (
-                    (
-                        "pending",
-                        "e.id IN (SELECT event_row FROM deliveries WHERE status = 'pending')",
-                    ),
-                    ("dead", "e.id IN (SELECT event_row FROM deliveries WHERE status = 'dead')"),
-                    (
-                        "delivered",
-                        "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id AND s.status = 'delivered')",
-                    ),
-                    (
-                        "unrouted",
-                        "NOT EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id)",
-                    ),
-                    ("duplicate", "e.id IN (SELECT event_row FROM duplicates)"),
-                )
-                if outcome == name
-            ],
+            (OUTCOME_CLAUSES.get(outcome or "", ""), True if outcome in OUTCOME_CLAUSES else None),
             (
                 "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
                 " AND s.destination = $?)",
@@ -96,23 +77,12 @@ class PostgresQueries(PostgresConnection):
             ),
         )
         rows = await self.fetch(
-            "SELECT e.id, e.dedupe_key, e.event_type, e.journey_key, e.reference_no, e.received_at,"
-            " e.source_ip, e.rules,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id) AS deliveries,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id"
-            " AND d.status = 'pending') AS pending,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id"
-            " AND d.status = 'dead') AS dead"
-            f" FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ${len(params) + 1}",
+            f"SELECT {SUMMARY_COLUMNS} FROM events e WHERE {where}"
+            f" ORDER BY e.id DESC LIMIT ${len(params) + 1}",
             *params,
             limit + 1,
         )
-        found_rows = [{**dict(r), "rules": json.loads(r["rules"])} for r in rows[:limit]]
-        if len(rows) > limit:
-            return EventPage(found_rows, found_rows[-1]["id"])
-        if windowed and lower:
-            return EventPage(found_rows, lower, searched_down_to=lower)
-        return EventPage(found_rows, None)
+        return event_page(rows, limit, lower if windowed else None)
 
     async def get_event(self, key: str, *, with_raw: bool = False) -> dict[str, Any] | None:
         """The event with its deliveries; `with_raw` keeps the bytes as received."""

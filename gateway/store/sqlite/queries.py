@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.store.event_sql import OUTCOME_CLAUSES, SUMMARY_COLUMNS, event_page
 from gateway.store.records import EventFilter, EventPage
 from gateway.store.sqlite.connection import SqliteConnection
 
@@ -72,30 +73,7 @@ class SqliteQueries(SqliteConnection):
             # unary +: the time bounds are already id bounds; keep the planner on the key
             ("+e.received_at >= ?", query.since),
             ("+e.received_at <= ?", query.until),
-            # pending and dead deliveries are few and have partial indexes, which the planner
-            # uses only for the literal status (a bound parameter cannot prove the index's
-            # WHERE); outcome comes from a fixed set, never from the request as text
-            (
-                "e.id IN (SELECT event_row FROM deliveries WHERE status = 'pending')",
-                () if outcome == "pending" else None,
-            ),
-            (
-                "e.id IN (SELECT event_row FROM deliveries WHERE status = 'dead')",
-                () if outcome == "dead" else None,
-            ),
-            (
-                "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
-                " AND s.status = 'delivered')",
-                () if outcome == "delivered" else None,
-            ),
-            (
-                "NOT EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id)",
-                () if outcome == "unrouted" else None,
-            ),
-            (
-                "e.id IN (SELECT event_row FROM duplicates)",
-                () if outcome == "duplicate" else None,
-            ),
+            (OUTCOME_CLAUSES.get(outcome or "", ""), () if outcome in OUTCOME_CLAUSES else None),
             (
                 "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_row = e.id"
                 " AND s.destination = ?)",
@@ -104,20 +82,10 @@ class SqliteQueries(SqliteConnection):
             ("instr(lower(CAST(e.raw AS TEXT)), ?) > 0", text),
         )
         rows = await self.read(
-            "SELECT e.id, e.dedupe_key, e.event_type, e.journey_key, e.reference_no, e.received_at,"
-            " e.source_ip, e.rules,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id) AS deliveries,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id AND d.status = 'pending') AS pending,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_row = e.id AND d.status = 'dead') AS dead"
-            f" FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
+            f"SELECT {SUMMARY_COLUMNS} FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
             (*params, limit + 1),
         )
-        found = [{**dict(r), "rules": json.loads(r["rules"])} for r in rows[:limit]]
-        if len(rows) > limit:
-            return EventPage(found, found[-1]["id"])
-        if windowed and lower:
-            return EventPage(found, lower, searched_down_to=lower)
-        return EventPage(found, None)
+        return event_page(rows, limit, lower if windowed else None)
 
     async def get_event(self, key: str, *, with_raw: bool = False) -> dict[str, Any] | None:
         """The event with its deliveries; `with_raw` keeps the bytes as received (the
