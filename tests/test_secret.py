@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.secret import MASK, Redactor, Secret
 from tests.support.config import base_config, write_config
 from tests.support.process import run_cli
@@ -95,3 +98,39 @@ def test_environment_values_in_plain_settings_are_not_masked(tmp_path: Path) -> 
     rendered = json.loads(stdout)["rendered"]["only"]
     assert rendered["smtp"] == "mail.internal.example:25 (none)"
     assert rendered["to"] == ["compliance@example.com"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.integers() | st.booleans() | st.none(), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_log_json_is_what_json_dumps_writes(value: Any) -> None:
+    # redact_json uses the C encoder directly (one made at import, not one per line): its
+    # text must stay exactly json.dumps's, NaN, non-ASCII, tuples and non-str keys included
+    expected = json.dumps(value, ensure_ascii=False, default=str)
+    assert Redactor().redact_json(value) == expected
+
+
+def test_log_json_of_unknown_objects_is_their_str() -> None:
+    class Thing:
+        def __str__(self) -> str:
+            return "thing-1"
+
+    assert (
+        Redactor().redact_json({"a": Thing(), "b": [Path("/x")]}) == '{"a": "thing-1", "b": ["/x"]}'
+    )
+
+
+def test_secrets_inside_values_are_masked_with_the_direct_encoder() -> None:
+    redactor = Redactor()
+    redactor.register('s3cr"et-value')
+    text = redactor.redact_json({"msg": 'token s3cr"et-value seen', "n": 1})
+    assert json.loads(text) == {"msg": f"token {MASK} seen", "n": 1}
