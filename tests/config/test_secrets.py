@@ -29,6 +29,7 @@ ENV_SECRETS = {
     "IDWG_SEC_SCRIPT": "EnvScript11kP",
     "IDWG_SEC_BAD_SLACK": "hooks.slack.com/services/T1/B1/EnvBadSlack12lA",
     "IDWG_SEC_BAD_SIGN": "whsec_EnvBadSign!!13mS",
+    "IDWG_SEC_SESSION": "EnvSessionKey18rC-0123456789abcdefghij",
 }
 LITERAL_SECRETS = [
     "LitBasicPwZr8x1",
@@ -58,7 +59,7 @@ SECRETS = [
 
 VALID = """\
 server: {{host: 127.0.0.1, port: {server_port}}}
-admin: {{port: {admin_port}, token: "${{IDWG_SEC_ADMIN}}"}}
+admin: {{port: {admin_port}, token: "${{IDWG_SEC_ADMIN}}", session_key: "${{IDWG_SEC_SESSION}}"}}
 storage: {{path: gateway.db}}
 auth:
   basic:
