@@ -43,3 +43,16 @@ def test_cycles_made_after_settling_are_still_collected(restored_gc: None) -> No
     for _ in range(3):  # threshold or not, a collection of every generation finds them
         gc.collect()
     assert gone() is None
+
+
+def test_settling_again_collects_cycles_frozen_by_the_last_settling(restored_gc: None) -> None:
+    # a reload replaces a config that was frozen at startup: its cycles must not live forever
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    _settle_heap()
+    del a, b
+    gc.collect()
+    assert gone() is not None  # frozen: no collection sees it
+    _settle_heap()
+    assert gone() is None
