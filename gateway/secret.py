@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from _json import encode_basestring, make_encoder
 from typing import Any
 
 MASK = "****"
@@ -52,22 +53,15 @@ class Shown(str):
 # Very short values would mask ordinary words; they are never printed on purpose, but only
 # values of 4+ characters are scrubbed from free text.
 _MIN_SCRUB = 4
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
-# The C encoder behind _ENCODER, made once: JSONEncoder.encode builds a new one for every
-# call, a quarter of the cost of a log line's JSON. No circular check (None): the values
-# are our own log fields, and a cycle still ends in RecursionError, not a hang.
-_encode_chunks = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODER = (
-    _encode_chunks(None, str, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
-    if _encode_chunks is not None
-    else None
-)
+# One C encoder, made once: JSONEncoder.encode builds a new one for every call, a quarter of
+# the cost of a log line's JSON. Same output as json.dumps(ensure_ascii=False, default=str);
+# no circular check (None): the values are our own log fields, and a cycle still ends in
+# RecursionError, not a hang.
+_ENCODER = make_encoder(None, str, encode_basestring, None, ": ", ", ", False, False, True)
 
 
 def _to_json(value: Any) -> str:
-    if _C_ENCODER is None:  # pragma: no cover - CPython always has the C encoder
-        return _ENCODER.encode(value)
-    return "".join(_C_ENCODER(value, 0))
+    return "".join(_ENCODER(value, 0))
 
 
 class Redactor:

@@ -67,7 +67,7 @@ async def serve(config_path: Path, *, watch: bool = False, log_format: str | Non
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def _settle_heap(_config: Config | None = None) -> None:
+def _settle_heap() -> None:
     """Move everything startup built (modules, the compiled config, the app) out of the
     collector's sight, and collect the youngest generation less often. Garbage with cycles is
     still collected; only the scans of objects that live as long as the process are saved.
@@ -89,7 +89,7 @@ async def _serve(config: Config, watch: bool) -> int:
     _settle_heap()
     _log_started(config, watch)
     runtime = app[RUNTIME]
-    runtime.subscribe(_settle_heap)
+    runtime.subscribe(lambda _new_config: _settle_heap())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
