@@ -28,6 +28,7 @@ from gateway.web.connections import (
     RequestErrorLog,
     fit_to_descriptors,
 )
+from gateway.web.dispatch import route_webhooks_directly
 from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME
 
 log = logging.getLogger("gateway")
@@ -151,6 +152,7 @@ async def _listen(
             extra={"fields": {"reason": exc.reason, "path": str(config.storage.path)}},
         )
         return None
+    route_webhooks_directly(runner, config.server.path)
     await admin_runner.setup()
     try:
         # admin first: once the webhook port answers, metrics and reload answer too

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from gateway.config.load import load_config
 from gateway.destinations.client import client_session
 from gateway.web.app import create_app
+from gateway.web.dispatch import route_webhooks_directly
 from tests.support.config import base_config, write_config
 from tests.support.destinations import Harness
 from tests.support.process import CliServer, GatewayClient
@@ -59,10 +60,12 @@ def gateway(tmp_path: Path, aiohttp_client: Any) -> GatewayClient:
     """An in-process gateway (real store, real engine) on a test client: gateway(**config)."""
 
     async def make(**sections: Any) -> TestClient[web.Request, web.Application]:
-        config_path = write_config(tmp_path, base_config(tmp_path, **sections))
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            create_app(load_config(config_path))
-        )
+        config = load_config(write_config(tmp_path, base_config(tmp_path, **sections)))
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(config))
+        # webhooks take the listener's direct route, as under `serve`
+        runner = client.server.runner
+        assert isinstance(runner, web.AppRunner)
+        route_webhooks_directly(runner, config.server.path)
         return client
 
     return make

@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -37,10 +38,14 @@ RETRY_SOON = {"Retry-After": "5"}
 RETRY_LATER = {"Retry-After": "10"}
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class Outcome(NamedTuple):
     """How one webhook ended. `outcome` and `reason` are the log fields and metric labels;
-    `error` and `message` the JSON answer's, for anything but accepted and duplicate."""
+    `error` and `message` the JSON answer's, for anything but accepted and duplicate.
+    Immutable like a frozen dataclass; a NamedTuple because one is made for every request
+    and costs a third as much to build (0.7 vs 2.1 us)."""
 
     outcome: (
         str  # accepted | duplicate | refused | rejected | store_error | overloaded | shutting_down
@@ -52,20 +57,26 @@ class Outcome:
     event: Event | None = None
     rules: tuple[str, ...] = ()
     destinations: tuple[str, ...] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
     remote: str | None = None
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
+    """The routed handler: tests' clients, and what the direct route leaves to the router."""
+    return await handle_webhook(request.app, request)
+
+
+async def handle_webhook(app: web.Application, request: web.BaseRequest) -> web.Response:
+    """One webhook, start to answer. `app` is passed, not read from the request: the
+    listener's direct route (gateway.web.dispatch) hands requests over unrouted."""
     request[LOGGED] = True  # this line replaces the access log's
-    outcome = await _ingest(request)
-    _count(request.app[METRICS], outcome)
+    outcome = await _ingest(app, request)
+    _count(app[METRICS], outcome)
     _log(outcome)
     return _answer(outcome)
 
 
-async def _ingest(request: web.Request) -> Outcome:
-    app = request.app
+async def _ingest(app: web.Application, request: web.BaseRequest) -> Outcome:
     if app[LIFECYCLE].draining:
         return Outcome(
             "shutting_down", 503, "shutting_down", "shutting_down",
@@ -86,7 +97,7 @@ async def _ingest(request: web.Request) -> Outcome:
         message = f"body not received within {BODY_TIMEOUT:g}s"
         return Outcome("rejected", 408, "body_timeout", "body_timeout", message)
     source = str(client) if client else request.remote
-    return await _store(request, config, event, source)
+    return await _store(app, request, config, event, source)
 
 
 def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
@@ -105,7 +116,7 @@ def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
     )  # fmt: skip
 
 
-def _refuse_compressed(request: web.Request) -> None:
+def _refuse_compressed(request: web.BaseRequest) -> None:
     # every Content-Encoding header counts: aiohttp would inflate a gzip body named by any of
     # them, so a second header must not smuggle a compressed (bomb) body past this check
     if "Content-Encoding" not in request.headers:
@@ -123,7 +134,7 @@ def _refuse_compressed(request: web.Request) -> None:
         )
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
@@ -148,9 +159,11 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _store(request: web.Request, config: Config, event: Event, source: str | None) -> Outcome:
+async def _store(
+    app: web.Application, request: web.BaseRequest, config: Config, event: Event, source: str | None
+) -> Outcome:
     routes, rules = match_rules(config.rules, config.unmatched, event.type, event.document)
-    lifecycle = request.app[LIFECYCLE]
+    lifecycle = app[LIFECYCLE]
     if lifecycle.waiting_for_commit >= MAX_WAITING_FOR_COMMIT:
         return Outcome(
             "overloaded", 503, "overloaded", "overloaded", "store is not keeping up; retry",
@@ -159,7 +172,7 @@ async def _store(request: web.Request, config: Config, event: Event, source: str
     secret_headers = [h.name for h in config.auth.headers]
     lifecycle.waiting_for_commit += 1
     try:
-        accepted = await request.app[STORE].accept(
+        accepted = await app[STORE].accept(
             event, routes, rules, source, _kept_headers(request, secret_headers)
         )
     except StoreError as exc:
@@ -176,7 +189,7 @@ async def _store(request: web.Request, config: Config, event: Event, source: str
 _SHOWN_SCHEMES = {"basic": "Basic ****", "bearer": "Bearer ****"}
 
 
-def _kept_headers(request: web.Request, secret_header_names: Iterable[str]) -> dict[str, str]:
+def _kept_headers(request: web.BaseRequest, secret_header_names: Iterable[str]) -> dict[str, str]:
     headers = request.headers
     kept: dict[str, str] = {}
     for name in KEPT_HEADERS:

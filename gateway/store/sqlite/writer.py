@@ -99,9 +99,9 @@ class GroupCommitWriter:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._max_size = max_size
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
+        #: jobs reach the writer in lists, one per turn of the event loop (see `submit`)
+        self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        self._handover: list[Job] = []
         self._identity: FileIdentity = ()
         self._deleted_logged_at = 0.0
         #: the last real write (not a heartbeat) failed because the store is full; a
@@ -132,8 +132,19 @@ class GroupCommitWriter:
         if probe:
             self._probes.add(future)
             future.add_done_callback(self._probes.discard)
-        self._jobs.put((fn, future))
+        # handed over once per turn of the loop, all together: every put that finds the
+        # writer waiting wakes its thread, which then only waits for the GIL the loop holds
+        if not self._handover:
+            self._loop.call_soon(self.hand_over)
+        self._handover.append((fn, future))
         return future
+
+    def hand_over(self) -> None:
+        """Give the writer the jobs submitted this turn now (`submit` schedules it; `stop`'s
+        caller runs it first, so no job submitted before the stop is left behind)."""
+        jobs, self._handover = self._handover, []
+        if jobs:
+            self._jobs.put(jobs)
 
     # ---- is the path still our database? ------------------------------------------------
     def _files(self) -> FileIdentity:
@@ -181,10 +192,10 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            jobs = self._jobs.get()
+            if jobs is None:
                 return
-            batch = self._gather(job)
+            batch = self._gather(jobs)
             outcomes: list[Outcome]
             try:
                 if self._lost():
@@ -201,10 +212,10 @@ class GroupCommitWriter:
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                 self._loop.call_soon_threadsafe(_resolve, outcomes)
 
-    def _gather(self, first: Job) -> list[Job]:
+    def _gather(self, first: list[Job]) -> list[Job]:
         """`first` and whatever is queued; while webhooks arrive together, also the ones that
         come within LINGER of each other, until the batch holds `_expect` jobs."""
-        batch = [first]
+        batch = first
         deadline = time.monotonic() + self._linger_max
         timed_out = False
         while len(batch) < MAX_BATCH:
@@ -212,14 +223,14 @@ class GroupCommitWriter:
             if len(batch) < self._expect:
                 wait = min(self._linger, deadline - time.monotonic())
             try:
-                job = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+                jobs = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
             except queue.Empty:
                 timed_out = wait > 0
                 break
-            if job is None:
+            if jobs is None:
                 self._jobs.put(None)  # finish this batch, then stop
                 break
-            batch.append(job)
+            batch += jobs
         self._adapt(len(batch), timed_out)
         return batch
 
