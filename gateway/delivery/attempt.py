@@ -70,6 +70,7 @@ class Attempter:
             detail=detail,
             output=output,
             next_attempt_at=next_at,
+            claim=job.claim,  # goes with the outcome (a shared store checks it)
             counted=counted,
         )
         self._report(destination, job, event, record)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import random
@@ -262,8 +261,8 @@ class DeliveryEngine:
                         outcome="retry",
                         reason="internal",
                         next_attempt_at=self._clock() + max(policy.backoff.max, 1.0),
+                        claim=job.claim,
                     )
-                record = dataclasses.replace(record, claim=job.claim)
             finally:
                 lane.busy -= 1
                 if record is None:  # cancelled at shutdown: no outcome, it stays pending

@@ -17,6 +17,7 @@ cost every request about 15 us of CPU (bench/fanout.py); a set lookup costs noth
 
 from __future__ import annotations
 
+import functools
 import weakref
 from contextvars import ContextVar
 from typing import Any
@@ -61,6 +62,13 @@ class ReuseAwareConnector(aiohttp.TCPConnector):
             if not reused:
                 self._served.add(protocol)
         return connection
+
+
+@functools.lru_cache(maxsize=64)
+def total_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """One ClientTimeout per destination timeout, made once (it is immutable), not per
+    attempt."""
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def client_session() -> aiohttp.ClientSession:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
@@ -30,7 +28,7 @@ from gateway.destinations.base import (
     status_reason,
     transport_error,
 )
-from gateway.destinations.client import exchange
+from gateway.destinations.client import exchange, total_timeout
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
@@ -114,7 +112,7 @@ class HttpDestination:
                 self.url.reveal(),
                 data=payload,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+                timeout=total_timeout(self.policy.timeout),
             )
         except DeliveryError:
             raise

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from gateway.destinations.base import (
     BuildContext,
     DestinationProblem,
@@ -25,7 +23,7 @@ from gateway.destinations.base import (
     status_reason,
     transport_error,
 )
-from gateway.destinations.client import exchange
+from gateway.destinations.client import exchange, total_timeout
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, one_line, render, render_text
@@ -165,7 +163,7 @@ class SlackDestination:
                 self.url.reveal(),
                 data=payload,
                 headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+                timeout=total_timeout(self.policy.timeout),
             )
         except DeliveryError:
             raise
