@@ -95,13 +95,13 @@ class ClusterRateLimiter(RateLimiter):
         self._store = store
         self._destination = destination
 
-    async def wait(self) -> None:
+    async def wait(self) -> bool:
         if not self.interval:
-            return
+            return True
         try:
             delay = await self._store.reserve_rate_slot(self._destination, self.interval)
         except StoreError:
-            await super().wait()
-            return
+            return await super().wait()
         if delay > 0:
-            await asyncio.sleep(delay)
+            return await self.pause(delay)
+        return True

@@ -203,11 +203,13 @@ class DeliveryEngine:
             if lane.destination is not destination:
                 lane.destination = destination
             if lane.limiter.rate != destination.policy.rate_limit:
-                lane.limiter = (
+                retired, lane.limiter = (
+                    lane.limiter,
                     ClusterRateLimiter(destination.policy.rate_limit, self._store, name)
                     if self._store.shared
-                    else RateLimiter(destination.policy.rate_limit)
+                    else RateLimiter(destination.policy.rate_limit),
                 )
+                retired.retire()  # its sleepers wait on the new rate instead
             lane.workers = [w for w in lane.workers if not w.done()]
             active = len(lane.workers) - lane.retiring
             wanted = destination.policy.concurrency
@@ -247,7 +249,8 @@ class DeliveryEngine:
             lane.busy += 1
             record: AttemptRecord | None = None
             try:
-                await lane.limiter.wait()
+                while not await lane.limiter.wait():
+                    pass  # a reload replaced the limiter meanwhile: wait on the new one
                 try:
                     record = await self.attempt(lane.destination, job)
                 except Exception:  # never let a worker die: park the delivery, keep it pending

@@ -228,6 +228,17 @@ async def test_rate_limiter_schedules_sends_exactly_one_interval_apart() -> None
     assert started[5:] == pytest.approx([110.8, 111.0])
 
 
+async def test_a_retired_rate_limiter_lets_its_sleepers_go_at_once() -> None:
+    limiter = RateLimiter((1.0, 3600.0))  # 1/h
+    assert await limiter.wait()  # the first slot is now
+    sleeping = asyncio.ensure_future(limiter.wait())  # the next is an hour away
+    await asyncio.sleep(0.05)
+    assert not sleeping.done()
+    limiter.retire()  # a reload changed the rate
+    assert await asyncio.wait_for(sleeping, 5) is False  # the worker waits on the new one
+    assert await asyncio.wait_for(limiter.wait(), 5) is False  # and never again on this one
+
+
 async def test_no_rate_limit_never_waits() -> None:
     limiter = RateLimiter(None)
     loop = asyncio.get_running_loop()

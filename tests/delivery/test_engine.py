@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
@@ -20,6 +21,7 @@ from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
+from gateway.web.keys import RUNTIME
 from tests.support.config import AUTH, base_config, free_port, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient, run_cli
@@ -323,6 +325,25 @@ async def test_rate_limit_spaces_deliveries(
     assert all(gap >= 0.18 for gap in gaps), gaps
     assert received[-1].at - received[0].at >= 0.75
     await wait_status(tmp_path / "gateway.db", "delivered", count=5, timeout=3)
+
+
+async def test_a_reload_that_lifts_a_rate_limit_frees_the_waiting_deliveries(
+    gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    sink = await make_sink(default=200)
+    client = await gateway(destinations={"svc": http(sink.url, rate_limit="1/h")}, rules=to("svc"))
+    for n in range(3):
+        await accept(client, payload(event_id=f"lifted-{n}", journey=f"J-{n}"))
+    await sink.wait_for(1, timeout=5)  # the first slot is now, the next an hour away
+    await sink.stays(1, 0.3)
+    config_path = tmp_path / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    del config["destinations"]["svc"]["delivery"]["rate_limit"]
+    config_path.write_text(yaml.safe_dump(config))
+    assert (await client.app[RUNTIME].reload("test")).ok
+    # workers asleep on the old spacing wake and send now (they slept for an hour before)
+    await sink.wait_for(3, timeout=5)
+    await wait_status(tmp_path / "gateway.db", "delivered", count=3, timeout=3)
 
 
 # ------------------------------------------------------------ a stale read must not resend
