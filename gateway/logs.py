@@ -57,12 +57,11 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         entry: dict[str, Any] = {
             "time": self._time(created),
-            "level": _level_name(level),
+            "level": _LEVEL_NAMES.get(level) or _level_name(level),
             "logger": name,
             "msg": msg,
+            **(fields or {}),
         }
-        if fields:
-            entry.update(fields)
         return self.redactor.redact_json(entry)
 
     def format(self, record: logging.LogRecord) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from jmespath.exceptions import JMESPathError
 
-from gateway.jmes import compile_expression, search, split_top_level, truthy
+from gateway.jmes import Expression, compile_expression, search, split_top_level, truthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Rule:
     name: str
     to: tuple[str, ...]
     events: frozenset[str] | None = None
-    when: Any = None  # compiled jmespath expression
+    when: Expression | None = None
     when_source: str | None = None
     description: str = ""
     stop: bool = False
@@ -88,9 +88,14 @@ def match_rules(
     """The hot path: (destination, rule) pairs in first-chosen order, and the matched rules."""
     chosen: dict[str, str] = {}
     matched: list[str] = []
-    candidates = rules.for_type(event_type) if isinstance(rules, RuleSet) else rules
+    if isinstance(rules, RuleSet):
+        # indexed: every candidate accepts this event type, only `when` is left to test
+        candidates = rules.for_type(event_type)
+    else:
+        candidates = tuple(r for r in rules if r.events is None or event_type in r.events)
     for rule in candidates:
-        if rule_matches(rule, event_type, document):
+        when = rule.when
+        if when is None or when.holds(document):
             matched.append(rule.name)
             for name in rule.to:
                 chosen.setdefault(name, rule.name)

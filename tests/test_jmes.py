@@ -82,6 +82,8 @@ def reference(expression: str, document: object) -> object:
 @given(document=documents)
 def test_compiled_expressions_agree_with_jmespath(expression: str, document: object) -> None:
     assert search(compile_expression(expression), document) == reference(expression, document)
+    # what routing asks: does the condition hold (jmespath's truthiness of its result)
+    assert compile_expression(expression).holds(document) is truthy(reference(expression, document))
 
 
 @pytest.mark.parametrize("event_type", idwise.EVENT_TYPES)

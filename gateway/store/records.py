@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
+    """One accepted webhook. A NamedTuple (immutable like the dataclasses here): the writer
+    makes one per webhook inside its transaction, at a third of a frozen dataclass's cost."""
+
     status: str  # "accepted" | "duplicate"
     event_row: int
     delivery_ids: tuple[int, ...] = ()

@@ -9,9 +9,9 @@ delivery engine; this module does not know the engine.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -257,7 +257,7 @@ def _answer(outcome: Outcome) -> web.Response:
         assert outcome.event is not None
         body = b'{"status":"%s","eventId":%s}' % (
             outcome.outcome.encode(),
-            json.dumps(outcome.event.dedupe_key).encode(),
+            encode_basestring_ascii(outcome.event.dedupe_key).encode(),  # = json.dumps(key)
         )
         return web.Response(body=body, content_type="application/json")
     return error_response(
