@@ -93,6 +93,17 @@ def test_agree_on_every_sample(expression: str, event_type: str) -> None:
     assert search(compile_expression(expression), document) == reference(expression, document)
 
 
+def test_an_expression_too_deep_for_generated_source_still_evaluates() -> None:
+    expression = " || ".join(f"body.f{i}" for i in range(400)) + " || 'last'"
+    nested = "(" * 300 + "body.x" + ")" * 300 + " == 'y'"
+    for source, document in (
+        (expression, {"body": {"f399": 7}}),
+        (expression, {"body": {}}),
+        (nested, {"body": {"x": "y"}}),
+    ):
+        assert search(compile_expression(source), document) == reference(source, document)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
