@@ -21,9 +21,10 @@ class Expression:
     """A compiled JMESPath expression.
 
     The common node types of routing conditions (fields, sub-expressions, literals,
-    comparisons, `||`, `&&`, `!`) become plain Python closures, several times faster than
-    walking the AST for every event; every other node is evaluated by jmespath's own
-    interpreter, so results are always jmespath's (a property test checks this).
+    comparisons, `||`, `&&`) become one generated Python function (`_Generator`), `!` and
+    orderings plain closures, several times faster than walking the AST for every event;
+    every other node is evaluated by jmespath's own interpreter, so results are always
+    jmespath's (a property test checks this).
     """
 
     __slots__ = ("_evaluate", "parsed", "source")
