@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -90,7 +91,7 @@ def client_session() -> aiohttp.ClientSession:
 
 async def exchange(
     session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Mapping[str, str], bytes]:
     """One HTTP exchange: status, headers and the first `KEPT_REPLY` bytes of the body;
     sent once more only when the first try met a stale keep-alive connection."""
     try:
@@ -109,13 +110,13 @@ async def _once(
     url: str,
     kwargs: dict[str, Any],
     retry_allowed: bool,
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Mapping[str, str], bytes]:
     current = _Exchange()
     token = _CURRENT.set(current)
     try:
         async with session.request(method, url, allow_redirects=False, **kwargs) as response:
             body = await response.content.read(KEPT_REPLY)
-            return response.status, dict(response.headers), body
+            return response.status, response.headers, body  # case-insensitive, not copied
     except aiohttp.ServerDisconnectedError:
         if retry_allowed and current.reused:
             raise _StaleConnection from None

@@ -7,6 +7,7 @@ ping `<!channel>`; Slack's documented error strings decide retry versus give up.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,7 +173,7 @@ class SlackDestination:
         return classify_reply(status, headers, reply, context.clock())
 
 
-def classify_reply(status: int, headers: dict[str, str], reply: bytes, now: float) -> Sent:
+def classify_reply(status: int, headers: Mapping[str, str], reply: bytes, now: float) -> Sent:
     text = bounded(reply.decode("utf-8", "replace").strip(), 300)
     if 200 <= status < 300:
         return Sent(f"HTTP {status} {text}", status=status, output=text)

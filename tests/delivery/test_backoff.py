@@ -353,6 +353,8 @@ async def test_long_schedule_dies_of_max_age_on_a_fake_clock(
     ("answer", "expected_delay"),
     [
         ((503, {"Retry-After": "600"}, "busy"), 600 * 1.1),
+        # header names are case-insensitive (proxies speaking HTTP/2 send them lowercase)
+        ((503, {"retry-after": "600"}, "busy"), 600 * 1.1),
         ((429, {"Retry-After": "7200"}, "slow down"), 3600 * 1.1),  # capped at backoff.max
         ((429, {"Retry-After": "1"}, "slow down"), 5 * 1.1),  # below the backoff: no effect
         ((429, {"Retry-After": "soon"}, "slow down"), 5 * 1.1),  # garbled: ignored

@@ -129,6 +129,10 @@ def _insert_duplicates(conn: sqlite3.Connection, repeated: list[tuple[int, _Acce
     )
 
 
+#: a delivery's status after an attempt with this outcome ("retry": still pending)
+_STATUS_AFTER = {"delivered": "delivered", "dead": "dead"}
+
+
 def _record_attempts(
     conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: float
 ) -> set[int]:
@@ -152,7 +156,7 @@ def _record_attempts(
     )
     refused = set()
     for r in records:
-        status = {"delivered": "delivered", "dead": "dead"}.get(r.outcome, "pending")
+        status = _STATUS_AFTER.get(r.outcome, "pending")
         # `status = 'pending'` guards against a replay or expiry that happened meanwhile
         # an uncounted attempt (a shortage of our own) moves the budget's base with it
         cursor = conn.execute(
