@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from gateway.destinations.base import Destination, SendContext, Sent, local_shortage
+from gateway.destinations.client import DestinationSessions
 from gateway.errors import (
     DeliveryError,
     LocalResourceError,
@@ -39,6 +40,8 @@ class Attempter:
     clock: Callable[[], float]
     rand: Callable[[], float]
     metrics: Metrics | None = None
+    #: one session (pool of connections) per destination; without it, `session` for all
+    sessions: DestinationSessions | None = None
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """Send, classify, decide. Never raises DeliveryError."""
@@ -82,7 +85,9 @@ class Attempter:
         event = None
         try:
             event = parse_stored(job.raw)
-            context = SendContext(self.session, job.id, number, self.clock)
+            sessions = self.sessions
+            session = self.session if sessions is None else sessions.get(destination.name)
+            context = SendContext(session, job.id, number, self.clock)
             return event, await destination.send(event, context), None
         except DeliveryError as exc:
             return event, None, exc

@@ -26,6 +26,7 @@ from gateway.delivery.attempt import Attempter
 from gateway.delivery.claims import ClaimKeeper, ClusterRateLimiter, attempt_timeout
 from gateway.delivery.lanes import Lane, RateLimiter
 from gateway.destinations.base import Destination
+from gateway.destinations.client import DestinationSessions
 from gateway.errors import StoreError
 from gateway.logs import log_fields
 from gateway.retry import DeliveryPolicy
@@ -52,13 +53,14 @@ class DeliveryEngine:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        sessions: DestinationSessions | None = None,
     ) -> None:
         self._store = store
         self._destinations = destinations
         self._default_policy = default_policy
         self._metrics = metrics
         self._clock = clock
-        self._attempter = Attempter(session, clock, rand, metrics)
+        self._attempter = Attempter(session, clock, rand, metrics, sessions)
         self._lanes: dict[str, Lane] = {}
         self._inflight: set[int] = set()
         # ids finished while a `due` query was running: that query's snapshot predates their

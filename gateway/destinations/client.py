@@ -1,5 +1,6 @@
-"""The outbound HTTP client the HTTP and Slack destinations share: one session, one pool of
-keep-alive connections, and the one exchange they all go through. Does network I/O.
+"""The outbound HTTP client of the HTTP and Slack destinations: a session (a pool of
+keep-alive connections) per destination, and the one exchange they all go through. Does
+network I/O.
 
 Resending once: a request that went out on a keep-alive connection the peer closed before
 answering (the race of a receiver closing an idle connection just as it is reused) is sent
@@ -25,7 +26,8 @@ from typing import Any
 
 import aiohttp
 
-#: connections a session opens at most, over all destinations, and per host
+#: connections a session opens at most, and per host (the default session; a destination's
+#: own session has no per-host cap: its lane's concurrency, at most 256, bounds it)
 MAX_CONNECTIONS = 256
 MAX_CONNECTIONS_PER_HOST = 64
 #: the longest any exchange may take; each destination's own timeout is shorter
@@ -72,14 +74,12 @@ def total_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds)
 
 
-def client_session() -> aiohttp.ClientSession:
-    """The session deliveries and console test events use. No proxies from the environment
+def client_session(limit_per_host: int = MAX_CONNECTIONS_PER_HOST) -> aiohttp.ClientSession:
+    """A session for deliveries and console test events. No proxies from the environment
     (a destination is reached as configured), no redirects followed (see `exchange`)."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=SESSION_TIMEOUT),
-        connector=ReuseAwareConnector(
-            limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST
-        ),
+        connector=ReuseAwareConnector(limit=MAX_CONNECTIONS, limit_per_host=limit_per_host),
         trust_env=False,
     )
     # no public switch; aiohttp's own test client turns it off the same way. An aiohttp
@@ -87,6 +87,38 @@ def client_session() -> aiohttp.ClientSession:
     if hasattr(session, "_retry_connection"):
         session._retry_connection = False
     return session
+
+
+class DestinationSessions:
+    """One session, so one pool of keep-alive connections, per destination: a destination
+    that is slow to answer holds only its own connections, never the ones another
+    destination on the same host needs (with one pool, 64 per host, a slow lane of
+    concurrency 64 stalled every other lane to that host). The lane's concurrency bounds
+    each pool, so there is no per-host cap beyond MAX_CONNECTIONS. A destination's session
+    is made at its first attempt and kept until shutdown (a reload that removes it leaves
+    idle connections that the connector closes after its keep-alive time). `default` serves
+    everything that is not a lane's attempt (the console's test events)."""
+
+    def __init__(self) -> None:
+        self.default = client_session()
+        self._by_destination: dict[str, aiohttp.ClientSession] = {}
+
+    def get(self, destination: str) -> aiohttp.ClientSession:
+        session = self._by_destination.get(destination)
+        if session is None:
+            session = self._by_destination[destination] = client_session(limit_per_host=0)
+        return session
+
+    async def close(self) -> None:
+        for session in (*self._by_destination.values(), self.default):
+            await session.close()
+        self._by_destination.clear()
+
+    async def __aenter__(self) -> DestinationSessions:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 async def exchange(

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.config.model import Config
 from gateway.delivery import DeliveryEngine
-from gateway.destinations.client import client_session
+from gateway.destinations.client import DestinationSessions
 from gateway.metrics import Metrics
 from gateway.retention import prune_forever
 from gateway.runtime import Runtime
@@ -42,14 +42,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     store = app[STORE]
-    async with client_session() as session:
-        app[SESSION] = session
+    async with DestinationSessions() as sessions:
+        app[SESSION] = sessions.default
         engine = DeliveryEngine(
             store,
             destinations=lambda: dict(runtime.current.destinations),
             default_policy=lambda: runtime.current.delivery,
-            session=session,
+            session=sessions.default,
             metrics=app[METRICS],
+            sessions=sessions,
         )
         app[ENGINE] = engine
         stop_listening = store.listen(engine.wake)

@@ -40,8 +40,9 @@ log = logging.getLogger("gateway.connections")
 
 #: connections the admin listener accepts (metrics, reload, probes: a handful)
 ADMIN_MAX_CONNECTIONS = 64
-#: descriptors kept for everything but the listeners: the store, outbound HTTP (the client
-#: session's own cap is 256), SMTP, script pipes, log and config files
+#: descriptors kept for everything but the listeners: the store, outbound HTTP (each
+#: destination's lane concurrency, 4 by default, and the console's session), SMTP, script
+#: pipes, log and config files
 RESERVED_DESCRIPTORS = 512
 #: a refused connection is held this long at most, reading and dropping what the client
 #: sends, so that the 503 reaches it instead of a reset

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
@@ -306,6 +307,55 @@ async def test_slow_destination_does_not_delay_another(
     await wait_status(tmp_path / "gateway.db", "delivered", count=6, timeout=3)
     # concurrency 1: each request came only once the one before it had been answered
     assert slow.in_flight_on_arrival == [0, 0, 0]
+
+
+async def test_a_slow_destination_does_not_take_the_connections_of_another_on_its_host(
+    gateway: GatewayClient, tmp_path: Path
+) -> None:
+    # one server, two paths: /slow answers nothing until released, /fast at once
+    release = asyncio.Event()
+    slow_in_flight: list[int] = []
+    fast_received: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        slow_in_flight.append(1)
+        await release.wait()
+        return web.Response(text="ok")
+
+    async def fast(request: web.Request) -> web.Response:
+        fast_received.append((await request.json())["body"]["eventId"])
+        return web.Response(text="ok")
+
+    server = web.Application()
+    server.router.add_post("/slow", slow)
+    server.router.add_post("/fast", fast)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        client = await gateway(
+            destinations={
+                "slow": http(f"{base}/slow", concurrency=64, ordered=False, timeout="30s"),
+                "fast": http(f"{base}/fast", ordered=False),
+            },
+            rules=[
+                {"name": "steps", "events": ["Finished Step"], "to": ["slow"]},
+                {"name": "journeys", "events": ["Finished Journey"], "to": ["fast"]},
+            ],
+        )
+        for n in range(64):  # the slow lane's 64 workers all wait on the host
+            await accept(client, payload("Finished Step", event_id=f"slow-{n}"))
+        await async_wait_until(lambda: len(slow_in_flight) == 64, timeout=10)
+        for n in range(3):
+            await accept(client, payload(event_id=f"fast-{n}"))
+        # with one pool of 64 connections per host these waited for the slow lane
+        await async_wait_until(lambda: len(fast_received) == 3, timeout=5)
+        assert sorted(fast_received) == ["fast-0", "fast-1", "fast-2"]
+    finally:
+        release.set()
+        await runner.cleanup()
 
 
 async def test_rate_limit_spaces_deliveries(
