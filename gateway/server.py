@@ -137,7 +137,11 @@ async def _listen(
         keepalive_timeout=config.server.idle_timeout,
         logger=RequestErrorLog(metrics, listener="admin"),
     )
-    limit, lowered = fit_to_descriptors(config.server.max_connections)
+    # each HTTP or Slack destination has its own pool, as large as its lane's concurrency
+    outbound = sum(
+        d.policy.concurrency for d in config.destinations.values() if d.type in ("http", "slack")
+    )
+    limit, lowered = fit_to_descriptors(config.server.max_connections, outbound)
     if lowered:
         log.warning(lowered)
     listeners = [

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.config.load import check_config, load_config
 from gateway.web.app import create_admin_app, create_app
+from gateway.web.connections import fit_to_descriptors
 from tests.support.config import AUTH, base_config, write_config
 from tests.support.process import GatewayClient
 from tests.support.store import event_count
@@ -160,3 +161,10 @@ def test_check_warns_about_a_script_writable_by_others(tmp_path: Path, writable:
     (program if writable == "program" else folder).chmod(0o755)
     _, problems = check_config(write_config(tmp_path, config))
     assert not [p for p in problems if "writable" in p.message]
+
+
+def test_the_destinations_pools_are_kept_out_of_the_listeners_cap() -> None:
+    everything, _ = fit_to_descriptors(10**9)  # as many as the descriptor limit allows
+    fewer, warning = fit_to_descriptors(10**9, outbound=300)
+    assert fewer == max(16, everything - 300)
+    assert warning is not None and "file-descriptor limit" in warning

@@ -16,7 +16,7 @@ from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import AttemptRecord, create_store
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
-from gateway.store.sqlite.writer import GroupCommitWriter
+from gateway.store.sqlite.writer import MAX_BATCH, GroupCommitWriter
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.store import stored_keys
@@ -274,3 +274,26 @@ async def test_after_a_lone_job_the_writer_commits_at_once(tmp_path: Path) -> No
         await asyncio.wait_for(writer.submit(lambda conn: None), 20)
     finally:
         writer.stop()
+
+
+async def test_a_turn_that_hands_over_more_than_max_batch_commits_in_several(
+    tmp_path: Path,
+) -> None:
+    writer = GroupCommitWriter(tmp_path / "w.db", 5.0, None)
+    writer.start(asyncio.get_running_loop())
+    try:
+        # one turn of the loop: handed to the writer thread as one list
+        futures = [writer.submit(lambda conn: None) for _ in range(MAX_BATCH + 10)]
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        assert (writer.batches, writer.jobs) == (2, MAX_BATCH + 10)  # MAX_BATCH, then 10
+    finally:
+        writer.stop()
+
+
+async def test_a_write_after_the_store_closed_fails_at_once(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreError) as raised:
+        await asyncio.wait_for(store.write(lambda conn: None), 5)  # not a wait for ever
+    assert raised.value.reason == "closed"

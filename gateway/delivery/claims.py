@@ -90,16 +90,28 @@ class ClusterRateLimiter(RateLimiter):
     the shared store. If the store cannot be reached, this replica spaces its own sends
     (the attempt's outcome could not be recorded then anyway)."""
 
-    def __init__(self, rate: tuple[float, float] | None, store: Store, destination: str) -> None:
+    def __init__(
+        self,
+        rate: tuple[float, float] | None,
+        store: Store,
+        destination: str,
+        replaces: RateLimiter | None = None,
+    ) -> None:
         super().__init__(rate)
         self._store = store
         self._destination = destination
+        # a reload changed the rate: the first booking drops the slots the old spacing
+        # booked ahead (with 1/h, hours), or retired workers would book behind them again
+        self._restart = replaces is not None and replaces.rate is not None
 
     async def wait(self) -> bool:
         if not self.interval:
             return True
         try:
-            delay = await self._store.reserve_rate_slot(self._destination, self.interval)
+            restart, self._restart = self._restart, False
+            delay = await self._store.reserve_rate_slot(
+                self._destination, self.interval, restart=restart
+            )
         except StoreError:
             return await super().wait()
         if delay > 0:

@@ -207,7 +207,9 @@ class DeliveryEngine:
             if lane.limiter.rate != destination.policy.rate_limit:
                 retired, lane.limiter = (
                     lane.limiter,
-                    ClusterRateLimiter(destination.policy.rate_limit, self._store, name)
+                    ClusterRateLimiter(
+                        destination.policy.rate_limit, self._store, name, replaces=lane.limiter
+                    )
                     if self._store.shared
                     else RateLimiter(destination.policy.rate_limit),
                 )

@@ -89,8 +89,12 @@ class Store(Protocol):
     async def release(self, claims: Sequence[tuple[int, int]]) -> None:
         """Claims given back without an outcome (shutdown): due again at once."""
 
-    async def reserve_rate_slot(self, destination: str, interval: float) -> float:
-        """Seconds to wait before the next send to `destination` (one per `interval`)."""
+    async def reserve_rate_slot(
+        self, destination: str, interval: float, restart: bool = False
+    ) -> float:
+        """Seconds to wait before the next send to `destination` (one per `interval`).
+        `restart`: the rate changed (a reload); slots booked ahead at the old spacing are
+        dropped and the new spacing counts from now."""
 
     async def expire(
         self,

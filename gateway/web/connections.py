@@ -40,9 +40,9 @@ log = logging.getLogger("gateway.connections")
 
 #: connections the admin listener accepts (metrics, reload, probes: a handful)
 ADMIN_MAX_CONNECTIONS = 64
-#: descriptors kept for everything but the listeners: the store, outbound HTTP (each
-#: destination's lane concurrency, 4 by default, and the console's session), SMTP, script
-#: pipes, log and config files
+#: descriptors kept for everything but the listeners and the destinations' connection pools
+#: (`fit_to_descriptors` adds those): the store, the console's outbound session, SMTP,
+#: script pipes, log and config files
 RESERVED_DESCRIPTORS = 512
 #: a refused connection is held this long at most, reading and dropping what the client
 #: sends, so that the 503 reaches it instead of a reset
@@ -237,11 +237,12 @@ class _Refusal:
             self._listener.lingering -= 1
 
 
-def fit_to_descriptors(wanted: int) -> tuple[int, str | None]:
+def fit_to_descriptors(wanted: int, outbound: int = 0) -> tuple[int, str | None]:
     """The webhook listener's cap, fitted to this process's file-descriptor limit: the
     soft limit is raised to the hard one (the usual 1024 is low for a server), and if the
-    cap still leaves fewer than RESERVED_DESCRIPTORS free, it is lowered. Returns the cap
-    and, when lowered, a warning for the log."""
+    cap still leaves fewer than RESERVED_DESCRIPTORS plus `outbound` free (the connections
+    the destinations' pools can hold: their lanes' concurrency), it is lowered. Returns the
+    cap and, when lowered, a warning for the log."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -250,7 +251,7 @@ def fit_to_descriptors(wanted: int) -> tuple[int, str | None]:
             soft = target
         except (ValueError, OSError):
             pass
-    room = soft - RESERVED_DESCRIPTORS - ADMIN_MAX_CONNECTIONS
+    room = soft - RESERVED_DESCRIPTORS - outbound - ADMIN_MAX_CONNECTIONS
     if wanted <= room:
         return wanted, None
     fitted = max(16, room)

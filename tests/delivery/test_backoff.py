@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine, RateLimiter
+from gateway.delivery.claims import ClusterRateLimiter
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import parse_event
 from gateway.retry import Backoff, Decision, DeliveryPolicy, backoff_delay, decide
@@ -237,6 +238,23 @@ async def test_a_retired_rate_limiter_lets_its_sleepers_go_at_once() -> None:
     limiter.retire()  # a reload changed the rate
     assert await asyncio.wait_for(sleeping, 5) is False  # the worker waits on the new one
     assert await asyncio.wait_for(limiter.wait(), 5) is False  # and never again on this one
+
+
+async def test_a_cluster_limiter_that_replaces_another_starts_the_new_spacing_now(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        old = ClusterRateLimiter((1.0, 3600.0), store, "slack")  # 1/h
+        assert await old.wait()
+        await store.reserve_rate_slot("slack", 3600.0)  # another worker's slot, an hour ahead
+        new = ClusterRateLimiter((1.0, 1.0), store, "slack", replaces=old)
+        # booked behind the old slots it would sleep two hours
+        assert await asyncio.wait_for(new.wait(), 5)
+        assert 0.5 < await store.reserve_rate_slot("slack", 1.0) < 1.5
+    finally:
+        await store.close()
 
 
 async def test_no_rate_limit_never_waits() -> None:

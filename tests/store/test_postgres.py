@@ -108,6 +108,18 @@ async def test_rate_slots_are_shared_between_replicas(replica: Replicas) -> None
     assert all(8.0 < later - earlier < 12.0 for earlier, later in itertools.pairwise(waits))
 
 
+async def test_a_changed_rate_drops_the_slots_booked_at_the_old_spacing(
+    replica: Replicas,
+) -> None:
+    a, b = await replica(), await replica()
+    for store in (a, b, a):
+        await store.reserve_rate_slot("slack", 3600.0)  # 1/h: booked hours ahead
+    assert await b.reserve_rate_slot("slack", 3600.0) > 7000.0
+    # a reload made it 1/s: the new spacing counts from now, for every replica
+    assert await a.reserve_rate_slot("slack", 1.0, restart=True) < 0.5
+    assert 0.5 < await b.reserve_rate_slot("slack", 1.0) < 1.5
+
+
 async def test_a_commit_on_one_replica_wakes_the_others(replica: Replicas) -> None:
     a, b = await replica(), await replica()
     heard = asyncio.Event()

@@ -192,15 +192,19 @@ class PostgresOutbox(PostgresConnection):
                 [token for _, token in claims],
             )
 
-    async def reserve_rate_slot(self, destination: str, interval: float) -> float:
+    async def reserve_rate_slot(
+        self, destination: str, interval: float, restart: bool = False
+    ) -> float:
         """The cluster-wide send slot for a rate-limited destination: seconds to wait before
         sending. One row per destination, moved forward by `interval` per send, atomically,
-        so N replicas together send at the configured rate."""
+        so N replicas together send at the configured rate. `restart` (the first send after
+        a reload changed the rate): the slots booked ahead at the old spacing are dropped."""
+        start = DB_NOW if restart else f"greatest(s.next_at, {DB_NOW})"
         async with self.connection() as conn:
             wait: float = await conn.fetchval(
                 f"INSERT INTO rate_slots AS s (destination, next_at) VALUES ($1, {DB_NOW} + $2)"
-                f" ON CONFLICT (destination) DO UPDATE SET next_at = greatest(s.next_at,"
-                f" {DB_NOW}) + $2 RETURNING next_at - $2 - {DB_NOW}",
+                f" ON CONFLICT (destination) DO UPDATE SET next_at = {start} + $2"
+                f" RETURNING next_at - $2 - {DB_NOW}",
                 destination,
                 interval,
             )

@@ -59,7 +59,7 @@ class SqliteConnection:
             raise store_error(exc) from None
 
     async def close(self) -> None:
-        self._writer.hand_over()  # jobs of this turn go before the stop
+        self._writer.close_soon()  # jobs of this turn go before the stop, later ones fail
         await asyncio.to_thread(self._writer.stop)
         if self._reader is not None:
             await self._reader.close()

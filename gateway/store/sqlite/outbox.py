@@ -310,10 +310,12 @@ class SqliteOutbox(SqliteConnection):
     async def release(self, claims: Sequence[tuple[int, int]]) -> None:
         return None
 
-    async def reserve_rate_slot(self, destination: str, interval: float) -> float:
+    async def reserve_rate_slot(
+        self, destination: str, interval: float, restart: bool = False
+    ) -> float:
         """The same spacing as the cluster's, kept in memory: one process sends alone."""
         now = time.monotonic()
-        start = max(now, self._rate_slots.get(destination, 0.0))
+        start = now if restart else max(now, self._rate_slots.get(destination, 0.0))
         self._rate_slots[destination] = start + interval
         return start - now
 

@@ -102,6 +102,8 @@ class GroupCommitWriter:
         #: jobs reach the writer in lists, one per turn of the event loop (see `submit`)
         self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._handover: list[Job] = []
+        self._carry: list[Job] = []  # the writer thread's: jobs over MAX_BATCH, next batch
+        self._closed = False
         self._identity: FileIdentity = ()
         self._deleted_logged_at = 0.0
         #: the last real write (not a heartbeat) failed because the store is full; a
@@ -129,6 +131,9 @@ class GroupCommitWriter:
         """Queue a job; `probe` marks a heartbeat, whose success says nothing about space."""
         assert self._loop is not None
         future: asyncio.Future[T] = self._loop.create_future()
+        if self._closed:  # the thread is stopping or gone: nothing would ever answer
+            future.set_exception(StoreError("closed", "the store is closed"))
+            return future
         if probe:
             self._probes.add(future)
             future.add_done_callback(self._probes.discard)
@@ -138,6 +143,12 @@ class GroupCommitWriter:
             self._loop.call_soon(self.hand_over)
         self._handover.append((fn, future))
         return future
+
+    def close_soon(self) -> None:
+        """On the loop, before `stop`: jobs submitted so far go to the writer, later ones
+        fail at once instead of waiting for a thread that has stopped."""
+        self.hand_over()
+        self._closed = True
 
     def hand_over(self) -> None:
         """Give the writer the jobs submitted this turn now (`submit` schedules it; `stop`'s
@@ -192,9 +203,13 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         while True:
-            jobs = self._jobs.get()
-            if jobs is None:
-                return
+            if self._carry:  # what the last batch had no room for goes first
+                jobs, self._carry = self._carry, []
+            else:
+                queued = self._jobs.get()
+                if queued is None:
+                    return
+                jobs = queued
             batch = self._gather(jobs)
             outcomes: list[Outcome]
             try:
@@ -215,10 +230,10 @@ class GroupCommitWriter:
     def _gather(self, first: list[Job]) -> list[Job]:
         """`first` and whatever is queued; while webhooks arrive together, also the ones that
         come within LINGER of each other, until the batch holds `_expect` jobs."""
-        batch = first
+        batch = self._take(first, [])
         deadline = time.monotonic() + self._linger_max
         timed_out = False
-        while len(batch) < MAX_BATCH:
+        while len(batch) < MAX_BATCH and not self._carry:
             wait = 0.0
             if len(batch) < self._expect:
                 wait = min(self._linger, deadline - time.monotonic())
@@ -230,9 +245,18 @@ class GroupCommitWriter:
             if jobs is None:
                 self._jobs.put(None)  # finish this batch, then stop
                 break
-            batch += jobs
+            batch = self._take(jobs, batch)
         self._adapt(len(batch), timed_out)
         return batch
+
+    def _take(self, jobs: list[Job], batch: list[Job]) -> list[Job]:
+        """`batch` with as many of `jobs` as fit under MAX_BATCH; the rest waits in
+        `_carry` for the next batch (a turn of the loop can hand over thousands)."""
+        room = MAX_BATCH - len(batch)
+        if len(jobs) > room:
+            self._carry = jobs[room:]
+            jobs = jobs[:room]
+        return batch + jobs if batch else jobs
 
     def _adapt(self, size: int, timed_out: bool) -> None:
         """How many jobs the next batch waits for. A lone job: none (a quiet gateway never
