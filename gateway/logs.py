@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         entry: dict[str, Any] = {
             "time": self._time(created),
-            "level": _LEVEL_NAMES.get(level) or _level_name(level),
+            "level": _level_name(level),
             "logger": name,
             "msg": msg,
             **(fields or {}),

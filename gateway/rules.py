@@ -73,12 +73,6 @@ class RuleSet(tuple[Rule, ...]):
         return self._by_type.get(event_type, self._untyped)
 
 
-def rule_matches(rule: Rule, event_type: str, document: Any) -> bool:
-    if rule.events is not None and event_type not in rule.events:
-        return False
-    return rule.when is None or truthy(search(rule.when, document))
-
-
 Routes = tuple[tuple[str, str], ...]  # (destination, first rule that chose it)
 
 
@@ -88,12 +82,10 @@ def match_rules(
     """The hot path: (destination, rule) pairs in first-chosen order, and the matched rules."""
     chosen: dict[str, str] = {}
     matched: list[str] = []
-    if isinstance(rules, RuleSet):
-        # indexed: every candidate accepts this event type, only `when` is left to test
-        candidates = rules.for_type(event_type)
-    else:
-        candidates = tuple(r for r in rules if r.events is None or event_type in r.events)
-    for rule in candidates:
+    # indexed (a loaded config's rules are a RuleSet already): every candidate accepts this
+    # event type, only `when` is left to test
+    indexed = rules if isinstance(rules, RuleSet) else RuleSet(rules)
+    for rule in indexed.for_type(event_type):
         when = rule.when
         if when is None or when.holds(document):
             matched.append(rule.name)

@@ -26,7 +26,7 @@ from gateway.web.keys import RUNTIME
 from tests.support.config import AUTH, base_config, free_port, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayClient, run_cli
-from tests.support.sinks import MakeSink
+from tests.support.sinks import MakeSink, Sink
 from tests.support.store import (
     attempt_history,
     attempts,
@@ -358,15 +358,22 @@ async def test_a_slow_destination_does_not_take_the_connections_of_another_on_it
         await runner.cleanup()
 
 
+async def rate_limited(
+    gateway: GatewayClient, make_sink: MakeSink, rate: str, count: int
+) -> tuple[Sink, Any]:
+    """A sink behind one destination limited to `rate`, and `count` events accepted for it,
+    each of its own journey (no ordering holds any back)."""
+    sink = await make_sink(default=200)
+    client = await gateway(destinations={"svc": http(sink.url, rate_limit=rate)}, rules=to("svc"))
+    for n in range(count):
+        await accept(client, payload(event_id=f"rate-{n}", journey=f"J-{n}"))
+    return sink, client
+
+
 async def test_rate_limit_spaces_deliveries(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await make_sink(default=200)
-    client = await gateway(destinations={"svc": http(sink.url, rate_limit="5/s")}, rules=to("svc"))
-    for n in range(5):
-        await accept(
-            client, payload(event_id=f"rate-{n}", journey=f"J-{n}")
-        )  # different journeys: no ordering
+    sink, _ = await rate_limited(gateway, make_sink, "5/s", 5)
     received = await sink.wait_for(5, timeout=5)
     # the limiter's guarantee, which no load can break: never closer than 1/rate (less the
     # arrival jitter of two local requests); its exact schedule is tested on an injected
@@ -380,10 +387,7 @@ async def test_rate_limit_spaces_deliveries(
 async def test_a_reload_that_lifts_a_rate_limit_frees_the_waiting_deliveries(
     gateway: GatewayClient, make_sink: MakeSink, tmp_path: Path
 ) -> None:
-    sink = await make_sink(default=200)
-    client = await gateway(destinations={"svc": http(sink.url, rate_limit="1/h")}, rules=to("svc"))
-    for n in range(3):
-        await accept(client, payload(event_id=f"lifted-{n}", journey=f"J-{n}"))
+    sink, client = await rate_limited(gateway, make_sink, "1/h", 3)
     await sink.wait_for(1, timeout=5)  # the first slot is now, the next an hour away
     await sink.stays(1, 0.3)
     config_path = tmp_path / "config.yaml"
