@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import load_config
-from gateway.destinations.client import client_session
+from gateway.destinations.client import HttpClient
 from gateway.web.app import create_app
 from gateway.web.dispatch import route_webhooks_directly
 from tests.support.config import base_config, write_config
@@ -87,16 +86,16 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The session the gateway itself delivers with."""
-    async with client_session() as client:
+async def http_client() -> AsyncIterator[HttpClient]:
+    """The client the gateway itself delivers with."""
+    async with HttpClient() as client:
         yield client
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, http_client: HttpClient) -> AsyncIterator[Harness]:
     """Destinations built from a real config, and every server they talk to."""
-    helper = Harness(tmp_path, session)
+    helper = Harness(tmp_path, http_client)
     try:
         yield helper
     finally:

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from gateway.destinations.base import Destination, SendContext, Sent, local_shortage
-from gateway.destinations.client import DestinationSessions
+from gateway.destinations.client import DestinationClients, HttpClient
 from gateway.errors import (
     DeliveryError,
     LocalResourceError,
@@ -33,15 +31,15 @@ log = logging.getLogger("gateway.delivery")
 
 @dataclass(frozen=True, slots=True)
 class Attempter:
-    """What every attempt needs from the engine: the shared client session, the clock and
+    """What every attempt needs from the engine: the HTTP client, the clock and
     the randomness (both injected, so backoff is testable without waiting), the metrics."""
 
-    session: aiohttp.ClientSession
+    client: HttpClient
     clock: Callable[[], float]
     rand: Callable[[], float]
     metrics: Metrics | None = None
-    #: one session (pool of connections) per destination; without it, `session` for all
-    sessions: DestinationSessions | None = None
+    #: one client (pool of connections) per destination; without it, `client` for all
+    clients: DestinationClients | None = None
 
     async def attempt(self, destination: Destination, job: DueDelivery) -> AttemptRecord:
         """Send, classify, decide. Never raises DeliveryError."""
@@ -85,9 +83,9 @@ class Attempter:
         event = None
         try:
             event = parse_stored(job.raw)
-            sessions = self.sessions
-            session = self.session if sessions is None else sessions.get(destination.name)
-            context = SendContext(session, job.id, number, self.clock)
+            clients = self.clients
+            client = self.client if clients is None else clients.get(destination.name)
+            context = SendContext(client, job.id, number, self.clock)
             return event, await destination.send(event, context), None
         except DeliveryError as exc:
             return event, None, exc

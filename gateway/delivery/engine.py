@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from gateway.delivery.attempt import Attempter
 from gateway.delivery.claims import ClaimKeeper, ClusterRateLimiter, attempt_timeout
 from gateway.delivery.lanes import Lane, RateLimiter
 from gateway.destinations.base import Destination
-from gateway.destinations.client import DestinationSessions
+from gateway.destinations.client import DestinationClients, HttpClient
 from gateway.errors import StoreError
 from gateway.logs import log_fields
 from gateway.retry import DeliveryPolicy
@@ -49,18 +47,18 @@ class DeliveryEngine:
         store: Store,
         destinations: Callable[[], dict[str, Destination]],
         default_policy: Callable[[], DeliveryPolicy],
-        session: aiohttp.ClientSession,
+        client: HttpClient,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
-        sessions: DestinationSessions | None = None,
+        clients: DestinationClients | None = None,
     ) -> None:
         self._store = store
         self._destinations = destinations
         self._default_policy = default_policy
         self._metrics = metrics
         self._clock = clock
-        self._attempter = Attempter(session, clock, rand, metrics, sessions)
+        self._attempter = Attempter(client, clock, rand, metrics, clients)
         self._lanes: dict[str, Lane] = {}
         self._inflight: set[int] = set()
         # ids finished while a `due` query was running: that query's snapshot predates their

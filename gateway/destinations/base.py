@@ -1,6 +1,6 @@
 """The Destination protocol, shared classification of HTTP answers, and build helpers.
 
-Pure except `SendContext`, which carries the one shared aiohttp session into `send`
+Pure except `SendContext`, which carries the destination's HTTP client into `send`
 (destinations/client.py makes it and holds the exchange every HTTP destination uses).
 Every destination type is a module in this package that exposes `build(name, raw, ctx)`;
 `destinations/__init__.py` holds the explicit registry.
@@ -14,10 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-
+from gateway.destinations.http1 import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionDropped,
+    InvalidHeader,
+    InvalidTarget,
+)
 from gateway.errors import (
     DeliveryError,
     LocalResourceError,
@@ -29,10 +34,13 @@ from gateway.render import Template, TemplateError, compile_template
 from gateway.retry import DeliveryPolicy
 from gateway.secret import MASK, Redactor, Secret
 
+if TYPE_CHECKING:
+    from gateway.destinations.client import HttpClient
+
 
 @dataclass(slots=True)
 class SendContext:
-    session: aiohttp.ClientSession
+    client: HttpClient
     delivery_id: int = 0
     attempt: int = 1
     clock: Callable[[], float] = time.time
@@ -187,7 +195,7 @@ SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENO
 
 
 def local_shortage(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what it wraps: aiohttp's os_error, a cause or context) is a
+    """Whether `exc` (or what it wraps: ConnectFailed's os_error, a cause or context) is a
     shortage of our own resources."""
     seen = 0
     while exc is not None and seen < 8:
@@ -210,12 +218,14 @@ def transport_error(exc: BaseException) -> RetryableDeliveryError | PermanentDel
 
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return RetryableDeliveryError("timeout", "no answer within the timeout")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentDeliveryError("invalid_url", "the configured URL is not valid")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryableDeliveryError(
-            "connection", f"cannot connect: {exc.os_error.strerror or exc}"
-        )
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, InvalidTarget):
+        return PermanentDeliveryError("invalid_url", f"the configured URL is not valid: {exc}")
+    if isinstance(exc, InvalidHeader):
+        return PermanentDeliveryError("invalid_header", str(exc))
+    if isinstance(exc, ConnectFailed):
+        return RetryableDeliveryError("connection", f"cannot connect: {exc}")
+    if isinstance(exc, BadResponse):
+        return RetryableDeliveryError("connection", f"unreadable answer: {exc}")
+    if isinstance(exc, ConnectionDropped | OSError):
         return RetryableDeliveryError("connection", type(exc).__name__)
     return RetryableDeliveryError("error", type(exc).__name__)

@@ -1,157 +1,290 @@
-"""The outbound HTTP client of the HTTP and Slack destinations: a session (a pool of
-keep-alive connections) per destination, and the one exchange they all go through. Does
-network I/O.
+"""The outbound HTTP client of the HTTP and Slack destinations: a pool of keep-alive
+connections per destination, and the one exchange they all go through. Does network I/O;
+the bytes on the wire are destinations/http1.py's.
 
 Resending once: a request that went out on a keep-alive connection the peer closed before
-answering (the race of a receiver closing an idle connection just as it is reused) is sent
-again at once, a single time. That is the rule of Go's http.Transport for requests that
-carry an Idempotency-Key, as every delivery does: the receiver most likely never saw it,
-and if it did, the key tells it so. Any other drop is an ordinary failure of the attempt
-(on a fresh connection the request may well have arrived). aiohttp's own retry of PUT and
-other idempotent methods, on any connection, is switched off: it sent a PUT twice within
-one attempt when a fresh connection dropped.
+a single byte of answer (the race of a receiver closing an idle connection just as it is
+reused) is sent again at once on a fresh connection, a single time. That is the rule of
+Go's http.Transport for requests that carry an Idempotency-Key, as every delivery does: the
+receiver most likely never saw it, and if it did, the key tells it so. Any other drop is an
+ordinary failure of the attempt (on a fresh connection the request may well have arrived).
 
-To tell the two cases apart the connector notes, per exchange, whether the connection it
-handed out had served a request before. aiohttp's tracing says so too, but its signals
-cost every request about 15 us of CPU (bench/fanout.py); a set lookup costs nothing.
+An exchange that fails, times out or is cancelled closes its connection: what the peer
+will send on it next is unknown.
 """
 
 from __future__ import annotations
 
-import functools
-import weakref
+import asyncio
+import ssl
 from collections.abc import Mapping
-from contextvars import ContextVar
-from typing import Any
 
-import aiohttp
+from gateway.destinations.http1 import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionDropped,
+    Reply,
+    ResponseParser,
+    Target,
+    encode_request,
+    parse_target,
+)
 
-#: connections a session opens at most, and per host (the default session; a destination's
-#: own session has no per-host cap: its lane's concurrency, at most 256, bounds it)
+#: exchanges in flight at once per client (a destination's lane, at most 256 workers,
+#: bounds its own client well below this)
 MAX_CONNECTIONS = 256
-MAX_CONNECTIONS_PER_HOST = 64
-#: the longest any exchange may take; each destination's own timeout is shorter
-SESSION_TIMEOUT = 300
+#: an idle connection older than this is closed, not reused (as aiohttp's default): a
+#: receiver closing idle connections sooner costs at most one resend
+KEEPALIVE = 15.0
 #: of an answer's body, the part kept for the attempt record
 KEPT_REPLY = 4096
+#: how long `close` waits for its connections to be closed
+CLOSE_WAIT = 2.0
 
 
-class _Exchange:
-    __slots__ = ("reused",)
+class ClientClosed(RuntimeError):
+    """An exchange asked of a client after `close`."""
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection, carrying one exchange at a time."""
+
+    __slots__ = ("closed", "idle_since", "lost", "origin", "parser", "transport", "waiter")
 
     def __init__(self) -> None:
-        self.reused = False
+        self.closed = asyncio.get_running_loop().create_future()
+        self.origin: tuple[bool, str, int] = (False, "", 0)
+        self.transport: asyncio.Transport | None = None
+        self.parser: ResponseParser | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def usable(self) -> bool:
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def send(self, request: bytes, parser: ResponseParser) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.parser = parser
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # bytes nobody asked for: the stream is out of step
+            self.close()
+            return
+        try:
+            finished = parser.feed(data)
+        except BadResponse as exc:
+            self._settle(exc)
+            self.close()
+            return
+        if finished:
+            self._settle(None)
+
+    def eof_received(self) -> bool:
+        parser = self.parser
+        if parser is not None:
+            self._settle(None if parser.feed_eof() else ConnectionDropped(parser.received))
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
+        parser = self.parser
+        if parser is not None:
+            self._settle(ConnectionDropped(parser.received))
+
+    def _settle(self, error: Exception | None) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
 
 
-#: the exchange in progress in this task (the connector runs in the caller's task)
-_CURRENT: ContextVar[_Exchange | None] = ContextVar("gateway_http_exchange", default=None)
+class HttpClient:
+    """Keep-alive connections per origin (a destination has one), reused most recently
+    used first; idle ones expire after KEEPALIVE."""
 
+    def __init__(self, limit: int = MAX_CONNECTIONS, keepalive: float = KEEPALIVE) -> None:
+        self._gate = asyncio.Semaphore(limit)
+        self._keepalive = keepalive
+        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._busy: set[_Connection] = set()
+        self._tls: ssl.SSLContext | None = None
+        self._closed = False
 
-class ReuseAwareConnector(aiohttp.TCPConnector):
-    """A TCPConnector that marks the current exchange when its connection is a reused one."""
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float,  # noqa: ASYNC109 - the exchange's own deadline, connect included
+    ) -> Reply:
+        """One request, its answer's status, headers and first `KEPT_REPLY` bytes; sent once
+        more only when the first try met a stale keep-alive connection. Raises InvalidTarget,
+        InvalidHeader, ConnectFailed, ConnectionDropped, BadResponse, TimeoutError."""
+        if self._closed:
+            raise ClientClosed("the HTTP client is closed")
+        target = parse_target(url)
+        request = encode_request(method, target, headers, body)
+        head_only = method == "HEAD"
+        async with asyncio.timeout(timeout), self._gate:
+            connection = self._reuse(target)
+            if connection is not None:
+                try:
+                    return await self._send(connection, request, head_only)
+                except ConnectionDropped as exc:
+                    if exc.received or self._closed:
+                        raise
+            connection = await self._connect(target)
+            return await self._send(connection, request, head_only)
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._served: weakref.WeakSet[Any] = weakref.WeakSet()
+    async def _send(self, connection: _Connection, request: bytes, head_only: bool) -> Reply:
+        parser = ResponseParser(KEPT_REPLY, head_only)
+        self._busy.add(connection)
+        try:
+            await connection.send(request, parser)
+        except BaseException:
+            connection.abort()
+            raise
+        finally:
+            self._busy.discard(connection)
+        connection.parser = None
+        connection.waiter = None
+        if parser.reusable and connection.usable() and not self._closed:
+            self._release(connection)
+        else:
+            connection.close()
+        return Reply(parser.status, parser.headers, parser.body)
 
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp calls it so
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
-        if protocol is not None:
-            reused = protocol in self._served
-            exchange = _CURRENT.get()
-            if exchange is not None:
-                exchange.reused = reused  # of the connection the request goes out on now
-            if not reused:
-                self._served.add(protocol)
+    def _reuse(self, target: Target) -> _Connection | None:
+        idle = self._idle.get(target.origin)
+        if not idle:
+            return None
+        oldest = asyncio.get_running_loop().time() - self._keepalive
+        while idle:
+            connection = idle.pop()
+            if connection.usable() and connection.idle_since > oldest:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, target: Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            if target.tls:
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    target.host,
+                    target.port,
+                    ssl=self._tls_context(),
+                    server_hostname=target.host,
+                )
+            else:
+                _, connection = await loop.create_connection(_Connection, target.host, target.port)
+        except OSError as exc:  # refused, unreachable, unknown host, TLS (ssl.SSLError)
+            raise ConnectFailed(exc) from exc
+        connection.origin = target.origin
         return connection
 
+    def _tls_context(self) -> ssl.SSLContext:
+        # made at the first https destination, not at start: loading the CA store takes time
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+            self._tls.set_alpn_protocols(["http/1.1"])
+        return self._tls
 
-@functools.lru_cache(maxsize=64)
-def total_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """One ClientTimeout per destination timeout, made once (it is immutable), not per
-    attempt."""
-    return aiohttp.ClientTimeout(total=seconds)
+    def _release(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        connection.idle_since = loop.time()
+        self._idle.setdefault(connection.origin, []).append(connection)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._keepalive, self._sweep)
 
-
-def client_session(limit_per_host: int = MAX_CONNECTIONS_PER_HOST) -> aiohttp.ClientSession:
-    """A session for deliveries and console test events. No proxies from the environment
-    (a destination is reached as configured), no redirects followed (see `exchange`)."""
-    session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=SESSION_TIMEOUT),
-        connector=ReuseAwareConnector(limit=MAX_CONNECTIONS, limit_per_host=limit_per_host),
-        trust_env=False,
-    )
-    # no public switch; aiohttp's own test client turns it off the same way. An aiohttp
-    # without the attribute has no such retry (it came in 3.11)
-    if hasattr(session, "_retry_connection"):
-        session._retry_connection = False
-    return session
-
-
-class DestinationSessions:
-    """One session, so one pool of keep-alive connections, per destination: a destination
-    that is slow to answer holds only its own connections, never the ones another
-    destination on the same host needs (with one pool, 64 per host, a slow lane of
-    concurrency 64 stalled every other lane to that host). The lane's concurrency bounds
-    each pool, so there is no per-host cap beyond MAX_CONNECTIONS. A destination's session
-    is made at its first attempt and kept until shutdown (a reload that removes it leaves
-    idle connections that the connector closes after its keep-alive time). `default` serves
-    everything that is not a lane's attempt (the console's test events)."""
-
-    def __init__(self) -> None:
-        self.default = client_session()
-        self._by_destination: dict[str, aiohttp.ClientSession] = {}
-
-    def get(self, destination: str) -> aiohttp.ClientSession:
-        session = self._by_destination.get(destination)
-        if session is None:
-            session = self._by_destination[destination] = client_session(limit_per_host=0)
-        return session
+    def _sweep(self) -> None:
+        """Close connections idle for KEEPALIVE; come back while any are left."""
+        self._sweeper = None
+        oldest = asyncio.get_running_loop().time() - self._keepalive
+        for origin, idle in list(self._idle.items()):
+            kept = [c for c in idle if c.usable() and c.idle_since > oldest]
+            for connection in idle:
+                if connection not in kept:
+                    connection.close()
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
+        if self._idle:
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
 
     async def close(self) -> None:
-        for session in (*self._by_destination.values(), self.default):
-            await session.close()
-        self._by_destination.clear()
+        """Close every connection (an exchange still in flight fails) and wait, briefly,
+        until they are closed."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        connections = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        self._idle.clear()
+        for connection in connections:
+            connection.close()
+        if connections:
+            await asyncio.wait([c.closed for c in connections], timeout=CLOSE_WAIT)
 
-    async def __aenter__(self) -> DestinationSessions:
+    async def __aenter__(self) -> HttpClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 
-async def exchange(
-    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[int, Mapping[str, str], bytes]:
-    """One HTTP exchange: status, headers and the first `KEPT_REPLY` bytes of the body;
-    sent once more only when the first try met a stale keep-alive connection."""
-    try:
-        return await _once(session, method, url, kwargs, retry_allowed=True)
-    except _StaleConnection:
-        return await _once(session, method, url, kwargs, retry_allowed=False)
+class DestinationClients:
+    """One client, so one pool of keep-alive connections, per destination: a destination
+    that is slow to answer holds only its own connections, never the ones another
+    destination on the same host needs. The lane's concurrency bounds each pool. A
+    destination's client is made at its first attempt and kept until shutdown (a reload
+    that removes the destination leaves idle connections that expire after KEEPALIVE).
+    `default` serves everything that is not a lane's attempt (the console's test events)."""
 
+    def __init__(self) -> None:
+        self.default = HttpClient()
+        self._by_destination: dict[str, HttpClient] = {}
 
-class _StaleConnection(Exception):
-    """The request went out on a reused connection the peer had closed."""
+    def get(self, destination: str) -> HttpClient:
+        client = self._by_destination.get(destination)
+        if client is None:
+            client = self._by_destination[destination] = HttpClient()
+        return client
 
+    async def close(self) -> None:
+        for client in (*self._by_destination.values(), self.default):
+            await client.close()
+        self._by_destination.clear()
 
-async def _once(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    kwargs: dict[str, Any],
-    retry_allowed: bool,
-) -> tuple[int, Mapping[str, str], bytes]:
-    current = _Exchange()
-    token = _CURRENT.set(current)
-    try:
-        async with session.request(method, url, allow_redirects=False, **kwargs) as response:
-            body = await response.content.read(KEPT_REPLY)
-            return response.status, response.headers, body  # case-insensitive, not copied
-    except aiohttp.ServerDisconnectedError:
-        if retry_allowed and current.reused:
-            raise _StaleConnection from None
-        raise
-    finally:
-        _CURRENT.reset(token)
+    async def __aenter__(self) -> DestinationClients:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -28,7 +28,6 @@ from gateway.destinations.base import (
     status_reason,
     transport_error,
 )
-from gateway.destinations.client import exchange, total_timeout
 from gateway.errors import DeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
@@ -106,13 +105,8 @@ class HttpDestination:
     async def send(self, event: Event, context: SendContext) -> Sent:
         headers, payload = self.request(event, context.clock())
         try:
-            status, reply_headers, reply = await exchange(
-                context.session,
-                self.method,
-                self.url.reveal(),
-                data=payload,
-                headers=headers,
-                timeout=total_timeout(self.policy.timeout),
+            status, reply_headers, reply = await context.client.exchange(
+                self.method, self.url.reveal(), headers, payload, self.policy.timeout
             )
         except DeliveryError:
             raise
@@ -124,7 +118,7 @@ class HttpDestination:
             return Sent(f"HTTP {status}", status=status, output=text)
         retry_after = None
         if error is RetryableDeliveryError and status in (429, 503):
-            retry_after = parse_retry_after(reply_headers.get("Retry-After"), context.clock())
+            retry_after = parse_retry_after(reply_headers.get("retry-after"), context.clock())
         raise error(
             status_reason(status),
             f"HTTP {status}",

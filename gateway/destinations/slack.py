@@ -24,7 +24,6 @@ from gateway.destinations.base import (
     status_reason,
     transport_error,
 )
-from gateway.destinations.client import exchange, total_timeout
 from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, one_line, render, render_text
@@ -52,6 +51,8 @@ PERMANENT_ERRORS = frozenset(
         "too_many_attachments",
     }
 )
+
+_HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "idwise-gateway"}
 
 #: Slack allows about one message per second per incoming webhook
 DEFAULT_RATE_LIMIT = "1/s"
@@ -158,13 +159,8 @@ class SlackDestination:
     async def send(self, event: Event, context: SendContext) -> Sent:
         payload = json.dumps(self.message(event), ensure_ascii=False).encode()
         try:
-            status, headers, reply = await exchange(
-                context.session,
-                "POST",
-                self.url.reveal(),
-                data=payload,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=total_timeout(self.policy.timeout),
+            status, headers, reply = await context.client.exchange(
+                "POST", self.url.reveal(), _HEADERS, payload, self.policy.timeout
             )
         except DeliveryError:
             raise
@@ -181,7 +177,7 @@ def classify_reply(status: int, headers: Mapping[str, str], reply: bytes, now: f
     if code in PERMANENT_ERRORS:
         raise PermanentDeliveryError(f"slack_{code}", f"HTTP {status} {code}", status=status)
     if classify_status(status) is RetryableDeliveryError:  # 408, 425, 429, 5xx
-        retry_after = parse_retry_after(headers.get("Retry-After"), now)
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
         raise RetryableDeliveryError(
             status_reason(status),
             f"HTTP {status} {code}".strip(),

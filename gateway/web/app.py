@@ -1,7 +1,7 @@
 """The two aiohttp apps: routes, middlewares and the cleanup contexts that own resources.
 
 Each resource has one cleanup context, set up in dependency order and torn down in reverse:
-the store, then the delivery engine (with its client session; stopping it gives attempts in
+the store, then the delivery engine (with its HTTP clients; stopping it gives attempts in
 flight `server.shutdown_grace`), then retention. The admin app serves beside the webhook app
 and reaches its resources through `GATEWAY`.
 """
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.config.model import Config
 from gateway.delivery import DeliveryEngine
-from gateway.destinations.client import DestinationSessions
+from gateway.destinations.client import DestinationClients
 from gateway.metrics import Metrics
 from gateway.retention import prune_forever
 from gateway.runtime import Runtime
@@ -24,7 +24,7 @@ from gateway.store import create_store
 from gateway.web.admin import metrics_endpoint, reload_endpoint
 from gateway.web.console.routes import add_console
 from gateway.web.health import healthz, readyz
-from gateway.web.keys import ENGINE, GATEWAY, LIFECYCLE, METRICS, RUNTIME, SESSION, STORE
+from gateway.web.keys import ENGINE, GATEWAY, HTTP_CLIENT, LIFECYCLE, METRICS, RUNTIME, STORE
 from gateway.web.lifecycle import Lifecycle
 from gateway.web.middleware import admin_auth, json_errors
 from gateway.web.webhook import receive_webhook
@@ -42,15 +42,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     store = app[STORE]
-    async with DestinationSessions() as sessions:
-        app[SESSION] = sessions.default
+    async with DestinationClients() as clients:
+        app[HTTP_CLIENT] = clients.default
         engine = DeliveryEngine(
             store,
             destinations=lambda: dict(runtime.current.destinations),
             default_policy=lambda: runtime.current.delivery,
-            session=sessions.default,
+            client=clients.default,
             metrics=app[METRICS],
-            sessions=sessions,
+            clients=clients,
         )
         app[ENGINE] = engine
         stop_listening = store.listen(engine.wake)

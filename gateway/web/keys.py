@@ -1,7 +1,7 @@
 """Every typed key stored on the aiohttp apps, in one place.
 
 Set when the app is created: RUNTIME, METRICS, LIFECYCLE (shared by both listeners).
-Set by the webhook app's cleanup contexts while it runs: STORE, ENGINE, SESSION. The admin
+Set by the webhook app's cleanup contexts while it runs: STORE, ENGINE, HTTP_CLIENT. The admin
 app reaches those through GATEWAY, the webhook app it serves beside; it holds CONSOLE and
 SIGN_IN_GATE.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 from aiohttp import web
 
 from gateway.delivery import DeliveryEngine
+from gateway.destinations.client import HttpClient
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.store import Store
@@ -26,8 +26,8 @@ LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 STORE: web.AppKey[Store] = web.AppKey("store")
 ENGINE: web.AppKey[DeliveryEngine] = web.AppKey("engine")
 GATEWAY: web.AppKey[web.Application] = web.AppKey("gateway")
-#: the one client session (the engine's), for the console's test events
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("client_session")
+#: the engine's default HTTP client, for the console's test events
+HTTP_CLIENT: web.AppKey[HttpClient] = web.AppKey("http_client")
 #: signs the console's session cookies (a key of this process only)
 CONSOLE: web.AppKey[SessionSigner] = web.AppKey("console")
 #: refused console sign-ins wait their delay one at a time

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine, RateLimiter
 from gateway.delivery.claims import ClusterRateLimiter
+from gateway.destinations.client import HttpClient
 from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import parse_event
 from gateway.retry import Backoff, Decision, DeliveryPolicy, backoff_delay, decide
@@ -297,12 +297,12 @@ async def simulate(
     await store.open()
     delays: list[float] = []
     try:
-        async with aiohttp.ClientSession() as session:
+        async with HttpClient() as client:
             engine = DeliveryEngine(
                 store,
                 destinations=lambda: dict(config.destinations),
                 default_policy=lambda: config.delivery,
-                session=session,
+                client=client,
                 clock=clock,
                 rand=lambda: rand,
             )
@@ -413,12 +413,12 @@ async def test_zero_initial_backoff_attempt_still_records(
         )
     )
     store = SqliteStore(tmp_path / "zero.db")
-    async with aiohttp.ClientSession() as session:
+    async with HttpClient() as client:
         engine = DeliveryEngine(
             store,
             destinations=lambda: dict(config.destinations),
             default_policy=lambda: config.delivery,
-            session=session,
+            client=client,
         )
         job = DueDelivery(1, 1, "svc", 1024, time.time(), payload(event_id="zero-1"), "all")
         record = await engine.attempt(config.destinations["svc"], job)

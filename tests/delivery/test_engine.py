@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
+from gateway.destinations.client import HttpClient
 from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import DueDelivery
@@ -428,12 +428,12 @@ async def engine_on(store: SqliteStore, tmp_path: Path, url: str) -> AsyncIterat
     )
     await store.open()
     try:
-        async with aiohttp.ClientSession() as session:
+        async with HttpClient() as client:
             engine = DeliveryEngine(
                 store,
                 destinations=lambda: dict(config.destinations),
                 default_policy=lambda: config.delivery,
-                session=session,
+                client=client,
             )
             engine.start()
             try:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway.config.load import load_config
 from gateway.delivery import DeliveryEngine
+from gateway.destinations.client import HttpClient
 from gateway.events import parse_event
 from gateway.store.postgres import PostgresStore
 from tests.store.conftest import postgres_store
@@ -68,7 +68,7 @@ async def replicas(
         )
     )
     running: list[tuple[PostgresStore, DeliveryEngine]] = []
-    async with aiohttp.ClientSession() as session:
+    async with HttpClient() as client:
         try:
             for _ in range(count):
                 store = postgres_store(dsn, lease_margin=lease_margin)
@@ -77,7 +77,7 @@ async def replicas(
                     store,
                     destinations=lambda: dict(config.destinations),
                     default_policy=lambda: config.delivery,
-                    session=session,
+                    client=client,
                 )
                 store.listen(engine.wake)
                 engine.start()

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.config.load import load_config
 from gateway.delivery.attempt import Attempter
+from gateway.destinations.client import HttpClient
 from gateway.events import parse_event
 from gateway.store import DueDelivery
 from gateway.store.sqlite import SqliteStore
@@ -68,8 +68,8 @@ async def test_descriptor_exhaustion_is_retried_without_using_the_budget(
     job = DueDelivery(
         1, 1, kind, attempts=0, queued_at=time.time(), raw=payload(event_id="e-1"), rule="r"
     )
-    async with aiohttp.ClientSession() as session:
-        attempter = Attempter(session, time.time, random.random)
+    async with HttpClient() as client:
+        attempter = Attempter(client, time.time, random.random)
         with no_descriptors_left():
             record = await attempter.attempt(destination, job)
     # max_attempts is 1: an ordinary failure of this one attempt is dead at once
@@ -86,8 +86,8 @@ async def test_the_store_keeps_an_uncounted_attempt_in_the_history_only(tmp_path
         event = parse_event(payload(event_id="e-2"))
         await store.accept(event, [("script", "r")], ["r"], None, {})
         (job,) = await store.due("script", time.time() + 1, 10, False)
-        async with aiohttp.ClientSession() as session:
-            attempter = Attempter(session, time.time, random.random)
+        async with HttpClient() as client:
+            attempter = Attempter(client, time.time, random.random)
             with no_descriptors_left():
                 record = await attempter.attempt(destination, job)
             await store.record([record])

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.config.load import load_config
 from gateway.destinations.base import Destination, SendContext, Sent
+from gateway.destinations.client import HttpClient
 from gateway.errors import DeliveryError
 from gateway.events import parse_event
 from tests.support.config import base_config, write_config
@@ -25,9 +25,9 @@ from tests.support.smtp import Recorder, SmtpServer, start_smtp
 class Harness:
     """Builds destinations the way the gateway does and owns every server a test starts."""
 
-    def __init__(self, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    def __init__(self, tmp_path: Path, client: HttpClient) -> None:
         self.tmp_path = tmp_path
-        self.session = session
+        self.client = client
         self.slacks: list[SlackStandIn] = []
         self.sinks: list[Sink] = []
         self.silents: list[SilentServer] = []
@@ -78,7 +78,7 @@ class Harness:
         return load_config(path).destinations[name]
 
     async def send(self, destination: Destination, raw: bytes) -> Sent:
-        return await destination.send(parse_event(raw), SendContext(self.session))
+        return await destination.send(parse_event(raw), SendContext(self.client))
 
     async def fail(
         self, destination: Destination, raw: bytes, expected: type[DeliveryError]

@@ -222,8 +222,10 @@ class StaleKeepAlivePeer:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.requests: list[list[str]] = []
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
         seen: list[str] = []
         self.requests.append(seen)
         with contextlib.suppress(Exception):
@@ -246,6 +248,90 @@ class StaleKeepAlivePeer:
         return self
 
     async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1)
+
+
+@dataclass
+class ScriptedRequest:
+    connection: int  # which connection it came on, counted from 0
+    head: str  # request line and headers, as sent
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for line in self.head.split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+class ScriptedPeer:
+    """An HTTP/1.1 peer that answers each request with raw bytes from `answer(request)`:
+    framings, interim answers and malformed replies no library server would send. An
+    answer of None closes the connection without a word; `close_after`, or an answer given
+    as (bytes, True), closes it after the answer. Records every request with the connection it came on; `eofs` counts the
+    connections the client closed."""
+
+    def __init__(
+        self,
+        answer: Any = None,
+        close_after: bool = False,
+        tls: Any = None,
+    ) -> None:
+        self.answer = answer or (lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.close_after = close_after
+        self.tls = tls
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.connections = 0
+        self.eofs = 0
+        self.requests: list[ScriptedRequest] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = self.connections
+        self.connections += 1
+        self.writers.append(writer)
+        with contextlib.suppress(Exception):
+            while True:
+                try:
+                    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                except asyncio.IncompleteReadError as exc:
+                    if not exc.partial:
+                        self.eofs += 1
+                    break
+                request = ScriptedRequest(number, head, b"")
+                length = request.header("Content-Length")
+                request.body = await reader.readexactly(int(length or 0))
+                self.requests.append(request)
+                reply = self.answer(request)
+                if reply is None:
+                    break
+                close = self.close_after
+                if isinstance(reply, tuple):
+                    reply, close = reply
+                writer.write(reply)
+                await writer.drain()
+                if close:
+                    break
+        writer.close()
+
+    async def start(self) -> ScriptedPeer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self, path: str = "/hook", scheme: str = "http", host: str = "127.0.0.1") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):

@@ -22,7 +22,7 @@ from gateway.events import Event, parse_event
 from gateway.web.console.audit import audit
 from gateway.web.console.render import page
 from gateway.web.console.status import destination_rows
-from gateway.web.keys import METRICS, RUNTIME, SESSION, STORE, gateway_app
+from gateway.web.keys import HTTP_CLIENT, METRICS, RUNTIME, STORE, gateway_app
 
 EXTRA_TIMEOUT = 5.0  # beyond the destination's own timeout, for the whole test
 
@@ -57,7 +57,7 @@ async def send_test_event(request: web.Request) -> web.Response:
     form = await request.post()
     event_type = idwise.find_event_type(str(form.get("event", ""))) or "Finished Journey"
     event = test_event(event_type)
-    context = SendContext(session=gateway_app(request)[SESSION])
+    context = SendContext(client=gateway_app(request)[HTTP_CLIENT])
     started = time.monotonic()
     result: dict[str, object]
     try:

@@ -1,0 +1,361 @@
+"""HTTP/1.1 on the wire for the outbound client: a destination's URL parsed once into where
+to connect and what to send, a request encoded as bytes, and a response parsed as its bytes
+arrive. Pure: no I/O (destinations/client.py does it).
+
+Why our own: deliveries are one small POST after another to a few fixed origins, and
+aiohttp's client spent about 200 us of CPU on each (bench/RESULTS.md, issue 15, fifth
+pass): more than its server side spends answering one. What a delivery needs is small:
+keep-alive, Content-Length or chunked or close-delimited answers, 1xx skipped, no redirects,
+no cookies, no compression, no proxies. Everything else a peer may send is either ignored
+safely or refused as a `BadResponse` (a retryable failure of the attempt).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import quote, unquote, urlsplit
+
+#: the longest status line plus headers we read before giving up on a peer
+MAX_HEAD = 64 * 1024
+#: the longest chunk-size line or trailer section
+MAX_LINE = 8 * 1024
+#: a body longer than this is not read to its end: the connection is closed instead (reading
+#: megabytes to keep one connection would cost more than opening a new one)
+MAX_DRAIN = 256 * 1024
+
+
+class InvalidTarget(ValueError):
+    """The configured URL cannot be sent to; no retry can fix it."""
+
+
+class InvalidHeader(ValueError):
+    """A header name or value that would break the request's framing."""
+
+
+class BadResponse(Exception):
+    """The peer's answer is not HTTP/1.1 we can read."""
+
+
+class ConnectionDropped(ConnectionError):
+    """The connection ended before the answer was complete. `received`: whether any byte of
+    the answer had arrived (none, on a reused connection, is the stale keep-alive race)."""
+
+    def __init__(self, received: bool) -> None:
+        super().__init__("the peer closed the connection before answering in full")
+        self.received = received
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be opened; `os_error` says why (refused, unreachable, TLS)."""
+
+    def __init__(self, os_error: OSError) -> None:
+        super().__init__(os_error.strerror or str(os_error) or type(os_error).__name__)
+        self.os_error = os_error
+
+
+class Reply(NamedTuple):
+    status: int
+    #: header names in lower case; a repeated header's values joined by ", "
+    headers: Mapping[str, str]
+    #: the first `keep` bytes of the body
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    tls: bool
+    host: str  # to connect to: IDNA-encoded, an IPv6 address without brackets
+    port: int
+    authority: str  # the Host header
+    path: str  # the request target: path and query, percent-encoded
+    authorization: str | None  # Basic credentials from the URL's userinfo
+
+    @property
+    def origin(self) -> tuple[bool, str, int]:
+        return self.tls, self.host, self.port
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_SAFE = "/%!$&'()*+,;=:@-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+@functools.lru_cache(maxsize=256)
+def parse_target(url: str) -> Target:
+    """Where to connect and what request line to send, from a destination's URL. Messages
+    never quote the URL: it may be a credential."""
+    if _CONTROL.search(url.strip()):
+        raise InvalidTarget("the URL holds control characters")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+        host = parts.hostname or ""
+        username, password = parts.username, parts.password
+    except ValueError:
+        raise InvalidTarget("the URL's host or port is not valid") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidTarget("the URL must start with http:// or https://")
+    if not host:
+        raise InvalidTarget("the URL has no host")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidTarget("the URL's host is not a valid domain name") from None
+    authority = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        authority += f":{port}"
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    authorization = None
+    if username is not None:
+        pair = f"{unquote(username)}:{unquote(password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    return Target(
+        tls=scheme == "https",
+        host=host,
+        port=port or _DEFAULT_PORTS[scheme],
+        authority=authority,
+        path=path,
+        authorization=authorization,
+    )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+#: framing is the client's alone: a configured header cannot override it
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def encode_request(method: str, target: Target, headers: Mapping[str, str], body: bytes) -> bytes:
+    """One request with a Content-Length body. A configured Host or Authorization header
+    wins over the URL's; Content-Length, Transfer-Encoding and Connection are ours."""
+    if not _TOKEN.fullmatch(method):
+        raise InvalidHeader("the method is not a valid HTTP token")
+    host = target.authority
+    authorization = target.authorization
+    lines = []
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise InvalidHeader(f"header name {name!r} is not a valid HTTP token")
+        if _BAD_VALUE.search(value):
+            raise InvalidHeader(f"header {name} holds a line break or NUL")
+        lower = name.lower()
+        if lower == "host":
+            host = value
+        elif lower not in _FRAMING:
+            if lower == "authorization":
+                authorization = None
+            lines.append(f"{name}: {value}\r\n")
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}\r\n")
+    head = (
+        f"{method} {target.path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n"
+        f"{''.join(lines)}Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# parser states
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
+
+
+class ResponseParser:
+    """One response, fed its bytes as they arrive. `feed` and `feed_eof` return True once
+    the exchange is over: the whole response read, or enough of it (past MAX_DRAIN the
+    rest is not read and the connection cannot carry another request). 1xx answers before
+    the real one are skipped."""
+
+    __slots__ = (
+        "_buffer",
+        "_keep",
+        "_kept",
+        "_read",
+        "_remaining",
+        "_state",
+        "_trailer",
+        "head_only",
+        "headers",
+        "received",
+        "reusable",
+        "status",
+    )
+
+    def __init__(self, keep: int, head_only: bool = False) -> None:
+        self._keep = keep
+        self._kept = b""
+        self._read = 0  # body bytes read so far
+        self._remaining = 0
+        self._buffer = b""
+        self._state = _HEAD
+        self._trailer = 0  # bytes of trailer lines read
+        self.head_only = head_only  # the answer to HEAD has no body whatever it says
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.received = False  # any byte at all: a reused connection was not stale
+        self.reusable = False  # complete, framed, and the peer keeps the connection open
+
+    @property
+    def body(self) -> bytes:
+        return self._kept
+
+    def feed(self, data: bytes) -> bool:
+        if self._state == _DONE:
+            if data:  # bytes after the answer: the stream is out of step
+                self.reusable = False
+            return True
+        if data:
+            self.received = True
+        buffer = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        while True:
+            state = self._state
+            if state == _DONE:
+                if buffer:
+                    self.reusable = False
+                return True
+            if self._read > MAX_DRAIN:
+                self.reusable = False
+                self._state = _DONE
+                return True
+            if state == _HEAD:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0 or end > MAX_HEAD:
+                    self._hold(buffer, MAX_HEAD, "the answer's headers are too long")
+                    return False
+                buffer = self._head(buffer[:end], buffer[end + 4 :])
+            elif state in (_LENGTH, _CHUNK_DATA):
+                if not buffer:
+                    return False
+                taken = buffer[: self._remaining]
+                self._take(taken)
+                self._remaining -= len(taken)
+                buffer = buffer[len(taken) :]
+                if not self._remaining:
+                    self._state = _DONE if state == _LENGTH else _CHUNK_END
+            elif state == _UNTIL_CLOSE:
+                self._take(buffer)
+                buffer = b""
+                if self._read <= MAX_DRAIN:
+                    return False
+            elif state == _CHUNK_SIZE:
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    self._hold(buffer, MAX_LINE, "a chunk-size line is too long")
+                    return False
+                size = buffer[:end].split(b";", 1)[0].strip()
+                if not size or size.strip(b"0123456789abcdefABCDEF"):
+                    raise BadResponse("a chunk size is not hexadecimal")
+                self._remaining = int(size, 16)
+                self._state = _CHUNK_DATA if self._remaining else _TRAILER
+                buffer = buffer[end + 2 :]
+            elif state == _CHUNK_END:
+                if len(buffer) < 2:
+                    self._buffer = buffer
+                    return False
+                if buffer[:2] != b"\r\n":
+                    raise BadResponse("a chunk does not end with CRLF")
+                buffer = buffer[2:]
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILER: header lines after the last chunk, up to an empty one
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    self._hold(buffer, MAX_LINE, "the trailer is too long")
+                    return False
+                self._trailer += end + 2
+                if self._trailer > MAX_LINE:
+                    raise BadResponse("the trailer is too long")
+                if end == 0:
+                    self._state = _DONE
+                buffer = buffer[end + 2 :]
+
+    def feed_eof(self) -> bool:
+        """The peer closed its side. True: that ends a body framed by the close; False: the
+        answer was cut short."""
+        if self._state == _UNTIL_CLOSE:
+            self._state = _DONE
+            return True
+        return self._state == _DONE
+
+    def _take(self, data: bytes) -> None:
+        self._read += len(data)
+        room = self._keep - len(self._kept)
+        if room > 0:
+            self._kept += data[:room]
+
+    def _hold(self, buffer: bytes, limit: int, problem: str) -> None:
+        if len(buffer) > limit:
+            raise BadResponse(problem)
+        self._buffer = buffer
+
+    def _head(self, head: bytes, rest: bytes) -> bytes:
+        """Parse a status line and its headers; what follows them back."""
+        lines = head.decode("latin-1").split("\r\n")
+        status_line = lines[0]
+        version = status_line[:8]
+        code = status_line[9:12]
+        if (
+            version not in ("HTTP/1.1", "HTTP/1.0")
+            or status_line[8:9] != " "
+            or not (code.isascii() and code.isdigit())
+            or status_line[12:13] not in ("", " ")
+        ):
+            raise BadResponse("the answer does not start with an HTTP/1.x status line")
+        status = int(code)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not _TOKEN.fullmatch(name):
+                raise BadResponse("the answer holds a malformed header line")
+            name = name.lower()
+            value = value.strip(" \t")
+            if name in headers:
+                if name == "content-length" and headers[name] != value:
+                    raise BadResponse("the answer has two different Content-Length headers")
+                if name != "content-length":
+                    headers[name] = f"{headers[name]}, {value}"
+            else:
+                headers[name] = value
+        if 100 <= status < 200:
+            if status == 101:
+                raise BadResponse("the peer switched protocols")
+            return rest  # an interim answer: the real one follows
+        self.status = status
+        self.headers = headers
+        connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        if version == "HTTP/1.1":
+            keep_alive = "close" not in connection
+        else:
+            keep_alive = "keep-alive" in connection
+        if self.head_only or status in (204, 304):
+            self.reusable = keep_alive
+            self._state = _DONE
+            return rest
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if coding.rsplit(",", 1)[-1].strip().lower() == "chunked":
+                self.reusable = keep_alive
+                self._state = _CHUNK_SIZE
+            else:
+                self._state = _UNTIL_CLOSE
+            return rest
+        length = headers.get("content-length")
+        if length is None:
+            self._state = _UNTIL_CLOSE
+            return rest
+        values = {item.strip() for item in length.split(",")}
+        value = values.pop()
+        if values or not (value.isascii() and value.isdigit()):
+            raise BadResponse("the answer's Content-Length is not a number")
+        self._remaining = int(value)
+        self.reusable = keep_alive
+        self._state = _LENGTH if self._remaining else _DONE
+        return rest
