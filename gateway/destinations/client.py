@@ -30,8 +30,8 @@ from gateway.destinations.http1 import (
     parse_target,
 )
 
-#: exchanges in flight at once per client (a destination's lane, at most 256 workers,
-#: bounds its own client well below this)
+#: exchanges in flight at once in the client not tied to a lane (a destination's client
+#: needs no bound of its own: its lane's workers, at most 256, are one)
 MAX_CONNECTIONS = 256
 #: an idle connection older than this is closed, not reused (as aiohttp's default): a
 #: receiver closing idle connections sooner costs at most one resend
@@ -121,12 +121,17 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class HttpClient:
     """Keep-alive connections per origin (a destination has one), reused most recently
     used first; idle ones expire after KEEPALIVE."""
 
-    def __init__(self, limit: int = MAX_CONNECTIONS, keepalive: float = KEEPALIVE) -> None:
-        self._gate = asyncio.Semaphore(limit)
+    def __init__(self, limit: int | None = MAX_CONNECTIONS, keepalive: float = KEEPALIVE) -> None:
+        self._gate = asyncio.Semaphore(limit) if limit else None
         self._keepalive = keepalive
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -149,27 +154,41 @@ class HttpClient:
             raise ClientClosed("the HTTP client is closed")
         target = parse_target(url)
         request = encode_request(method, target, headers, body)
-        head_only = method == "HEAD"
-        async with asyncio.timeout(timeout), self._gate:
-            connection = self._reuse(target)
-            if connection is not None:
-                try:
-                    return await self._send(connection, request, head_only)
-                except ConnectionDropped as exc:
-                    if exc.received or self._closed:
-                        raise
-            connection = await self._connect(target)
-            return await self._send(connection, request, head_only)
+        deadline = asyncio.get_running_loop().time() + timeout
+        if self._gate is None:
+            return await self._exchange(target, request, method == "HEAD", deadline)
+        async with asyncio.timeout_at(deadline), self._gate:
+            return await self._exchange(target, request, method == "HEAD", deadline)
 
-    async def _send(self, connection: _Connection, request: bytes, head_only: bool) -> Reply:
+    async def _exchange(
+        self, target: Target, request: bytes, head_only: bool, deadline: float
+    ) -> Reply:
+        connection = self._reuse(target)
+        if connection is not None:
+            try:
+                return await self._send(connection, request, head_only, deadline)
+            except ConnectionDropped as exc:
+                if exc.received or self._closed:
+                    raise
+        connection = await self._connect(target, deadline)
+        return await self._send(connection, request, head_only, deadline)
+
+    async def _send(
+        self, connection: _Connection, request: bytes, head_only: bool, deadline: float
+    ) -> Reply:
         parser = ResponseParser(KEPT_REPLY, head_only)
         self._busy.add(connection)
+        waiter = connection.send(request, parser)
+        # a timer on the answer rather than asyncio.timeout: a third of the cost, and the
+        # exchange runs for every delivery
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, waiter)
         try:
-            await connection.send(request, parser)
+            await waiter
         except BaseException:
             connection.abort()
             raise
         finally:
+            timer.cancel()
             self._busy.discard(connection)
         connection.parser = None
         connection.waiter = None
@@ -191,19 +210,24 @@ class HttpClient:
             connection.close()
         return None
 
-    async def _connect(self, target: Target) -> _Connection:
+    async def _connect(self, target: Target, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            if target.tls:
-                _, connection = await loop.create_connection(
-                    _Connection,
-                    target.host,
-                    target.port,
-                    ssl=self._tls_context(),
-                    server_hostname=target.host,
-                )
-            else:
-                _, connection = await loop.create_connection(_Connection, target.host, target.port)
+            async with asyncio.timeout_at(deadline):
+                if target.tls:
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        target.host,
+                        target.port,
+                        ssl=self._tls_context(),
+                        server_hostname=target.host,
+                    )
+                else:
+                    _, connection = await loop.create_connection(
+                        _Connection, target.host, target.port
+                    )
+        except TimeoutError:  # an OSError too, but the deadline's, not the peer's
+            raise
         except OSError as exc:  # refused, unreachable, unknown host, TLS (ssl.SSLError)
             raise ConnectFailed(exc) from exc
         connection.origin = target.origin
@@ -275,7 +299,7 @@ class DestinationClients:
     def get(self, destination: str) -> HttpClient:
         client = self._by_destination.get(destination)
         if client is None:
-            client = self._by_destination[destination] = HttpClient()
+            client = self._by_destination[destination] = HttpClient(limit=None)
         return client
 
     async def close(self) -> None:

@@ -164,6 +164,27 @@ def encode_request(method: str, target: Target, headers: Mapping[str, str], body
     return head.encode() + body
 
 
+#: a header line after the status line: a token, a colon, the value up to the line's end
+_HEADER_LINE = re.compile(r"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n]*)")
+
+
+def _merged(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Headers with repeated names: values joined by ", " (two different Content-Lengths
+    are refused: which one frames the body is the peer's secret)."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.lower()
+        value = value.strip(" \t")
+        if name not in headers:
+            headers[name] = value
+        elif name == "content-length":
+            if headers[name] != value:
+                raise BadResponse("the answer has two different Content-Length headers")
+        else:
+            headers[name] = f"{headers[name]}, {value}"
+    return headers
+
+
 # parser states
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -298,43 +319,37 @@ class ResponseParser:
 
     def _head(self, head: bytes, rest: bytes) -> bytes:
         """Parse a status line and its headers; what follows them back."""
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0]
-        version = status_line[:8]
-        code = status_line[9:12]
+        text = head.decode("latin-1")
+        version = text[:8]
+        code = text[9:12]
         if (
             version not in ("HTTP/1.1", "HTTP/1.0")
-            or status_line[8:9] != " "
+            or text[8:9] != " "
             or not (code.isascii() and code.isdigit())
-            or status_line[12:13] not in ("", " ")
+            or text[12:13] not in ("", " ", "\r")
         ):
             raise BadResponse("the answer does not start with an HTTP/1.x status line")
         status = int(code)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
-                raise BadResponse("the answer holds a malformed header line")
-            name = name.lower()
-            value = value.strip(" \t")
-            if name in headers:
-                if name == "content-length" and headers[name] != value:
-                    raise BadResponse("the answer has two different Content-Length headers")
-                if name != "content-length":
-                    headers[name] = f"{headers[name]}, {value}"
-            else:
-                headers[name] = value
+        # one match per header line: a line that does not match, or a CR or LF alone, leaves
+        # the counts apart
+        pairs = _HEADER_LINE.findall(text)
+        if not len(pairs) == text.count("\n") == text.count("\r"):
+            raise BadResponse("the answer holds a malformed header line")
+        headers = {name.lower(): value.strip(" \t") for name, value in pairs}
+        if len(headers) != len(pairs):
+            headers = _merged(pairs)
         if 100 <= status < 200:
             if status == 101:
                 raise BadResponse("the peer switched protocols")
             return rest  # an interim answer: the real one follows
         self.status = status
         self.headers = headers
-        connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in connection
+        connection = headers.get("connection")
+        if connection is None:
+            keep_alive = version == "HTTP/1.1"
         else:
-            keep_alive = "keep-alive" in connection
+            tokens = {t.strip().lower() for t in connection.split(",")}
+            keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
         if self.head_only or status in (204, 304):
             self.reusable = keep_alive
             self._state = _DONE
@@ -351,11 +366,12 @@ class ResponseParser:
         if length is None:
             self._state = _UNTIL_CLOSE
             return rest
-        values = {item.strip() for item in length.split(",")}
-        value = values.pop()
-        if values or not (value.isascii() and value.isdigit()):
-            raise BadResponse("the answer's Content-Length is not a number")
-        self._remaining = int(value)
+        if not (length.isascii() and length.isdigit()):
+            values = {item.strip() for item in length.split(",")}  # "5, 5" is 5
+            length = values.pop()
+            if values or not (length.isascii() and length.isdigit()):
+                raise BadResponse("the answer's Content-Length is not a number")
+        self._remaining = int(length)
         self.reusable = keep_alive
         self._state = _LENGTH if self._remaining else _DONE
         return rest

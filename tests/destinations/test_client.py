@@ -360,3 +360,25 @@ async def test_an_unreadable_answer_is_a_retryable_connection_failure(
     error = await harness.fail(destination, payload("Finished Journey"), RetryableDeliveryError)
     assert error.reason == "connection"
     assert "unreadable answer" in error.detail
+
+
+async def test_the_deadline_covers_connecting(harness: Harness) -> None:
+    """A peer that takes the TCP connection but never answers the TLS handshake: the
+    exchange ends at its deadline as a timeout, not as a failure to connect."""
+    silent = await harness.silent()
+    async with HttpClient() as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await client.exchange("POST", f"https://127.0.0.1:{silent.port}/", {}, BODY, 0.3)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert 0.25 < elapsed < 2.0
+    assert silent.connections == 1
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+async def test_the_deadline_covers_the_answer(harness: Harness, limit: int | None) -> None:
+    silent = await harness.silent()
+    async with HttpClient(limit=limit) as client:
+        with pytest.raises(TimeoutError):
+            await client.exchange("POST", f"http://127.0.0.1:{silent.port}/", {}, BODY, 0.2)
+    assert silent.connections == 1

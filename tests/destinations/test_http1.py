@@ -158,6 +158,11 @@ def test_repeated_equal_content_lengths_are_one() -> None:
     assert (parser.body, parser.reusable) == (b"ok", True)
 
 
+def test_a_content_length_list_of_one_value_is_that_value() -> None:
+    parser = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok")
+    assert (parser.body, parser.reusable) == (b"ok", True)
+
+
 def test_transfer_encoding_wins_over_content_length() -> None:
     parser = parse(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
