@@ -15,6 +15,7 @@ from gateway.config.load import load_config
 from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import AttemptRecord, create_store
+from gateway.store.records import RecentEvents
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
 from gateway.store.sqlite.writer import MAX_BATCH, GroupCommitWriter
 from tests.support.config import base_config, write_config
@@ -297,3 +298,11 @@ async def test_a_write_after_the_store_closed_fails_at_once(tmp_path: Path) -> N
     with pytest.raises(StoreError) as raised:
         await asyncio.wait_for(store.write(lambda conn: None), 5)  # not a wait for ever
     assert raised.value.reason == "closed"
+
+
+def test_recent_events_keep_the_newest_and_drop_the_oldest() -> None:
+    recent = RecentEvents(size=3)
+    events = {row: parse_event(payload("Finished Journey", eventId=f"r-{row}")) for row in range(5)}
+    for row, event in events.items():
+        recent.add(row, event)
+    assert [recent.get(row) for row in range(5)] == [None, None, events[2], events[3], events[4]]

@@ -82,7 +82,7 @@ class Attempter:
     ) -> tuple[Event | None, Sent | None, DeliveryError | None]:
         event = None
         try:
-            event = parse_stored(job.raw)
+            event = job.event or parse_stored(job.raw)
             clients = self.clients
             client = self.client if clients is None else clients.get(destination.name)
             context = SendContext(client, job.id, number, self.clock)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from gateway.events import Event
 
 
 class Accepted(NamedTuple):
@@ -26,6 +29,32 @@ class DueDelivery:
     rule: str | None
     attempt_base: int = 0  # attempts made before the last replay (not counted in the budget)
     claim: int = 0  # the fencing token of this replica's claim (0: a store without claims)
+    #: the event as this process parsed it at ingest, when it was accepted a moment ago
+    #: (see RecentEvents); None: the attempt reads `raw` again
+    event: Event | None = field(default=None, compare=False, repr=False)
+
+
+class RecentEvents:
+    """The events this process accepted last, by row, parsed. A delivery that goes out right
+    after its event was accepted (the usual case) takes the event from here instead of
+    reading its JSON again: 13 us for a small payload, more for a large one, per delivery.
+    Bounded, oldest out first: a backlog, a restart or another replica's event falls back
+    to `raw`, which is the same bytes. Events are frozen and only read after ingest."""
+
+    __slots__ = ("_events", "_size")
+
+    def __init__(self, size: int = 512) -> None:
+        self._events: dict[int, Event] = {}
+        self._size = size
+
+    def add(self, row: int, event: Event) -> None:
+        events = self._events
+        events[row] = event
+        if len(events) > self._size:
+            del events[next(iter(events))]
+
+    def get(self, row: int) -> Event | None:
+        return self._events.get(row)
 
 
 @dataclass(frozen=True, slots=True)

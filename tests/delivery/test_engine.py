@@ -523,3 +523,27 @@ async def test_deliveries_show_accepts_json_flag_with_attempt_history(
         (1, "retry", 503),
         (2, "delivered", 200),
     ]
+
+
+async def test_the_body_sent_is_the_stored_bytes_with_or_without_the_parsed_event(
+    tmp_path: Path, make_sink: MakeSink
+) -> None:
+    """A delivery right after ingest takes the event as parsed then; one after a restart
+    reads the stored bytes. The receiver gets the same bytes either way."""
+    sink = await make_sink(default=200)
+    raws = [payload(event_id=f"bytes-{i}", journeyId=f"j-{i}") for i in range(2)]
+    path = tmp_path / "handoff.db"
+    store = SqliteStore(path)
+    async with engine_on(store, tmp_path, sink.url) as engine:
+        await store.accept(parse_event(raws[0]), [("svc", "all")], ["all"], None, {})
+        engine.wake()
+        await sink.wait_for(1, timeout=5)
+    # accepted by one process, delivered by the next: nothing parsed in memory
+    seeding = SqliteStore(path)
+    await seeding.open()
+    await seeding.accept(parse_event(raws[1]), [("svc", "all")], ["all"], None, {})
+    await seeding.close()
+    async with engine_on(SqliteStore(path), tmp_path, sink.url) as engine:
+        engine.wake()
+        await sink.wait_for(2, timeout=5)
+    assert [r.body for r in sink.received] == raws

@@ -33,6 +33,7 @@ from gateway.errors import StoreError
 from gateway.logs import log_fields
 from gateway.store.postgres.errors import is_connection_error, store_error
 from gateway.store.postgres.schema import migrate
+from gateway.store.records import RecentEvents
 
 log = logging.getLogger("gateway.store")
 
@@ -72,6 +73,7 @@ class PostgresConnection:
         self.lease_margin = lease_margin
         self._pool: asyncpg.Pool | None = None
         self._listeners: list[CommitListener] = []
+        self.recent = RecentEvents()  # this process's events just accepted, for delivery
         self._listen_task: asyncio.Task[None] | None = None
         #: who holds a claim: readable in `deliveries list` of another replica's operator
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

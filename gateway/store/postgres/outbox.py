@@ -58,6 +58,7 @@ class PostgresOutbox(PostgresConnection):
             IngestJob(event, routes, rules, source_ip, headers, at)
         )
         if accepted.delivery_ids:
+            self.recent.add(accepted.event_row, event)
             self._made_due(destination for destination, _ in routes)
         return accepted
 
@@ -148,6 +149,7 @@ class PostgresOutbox(PostgresConnection):
             attempt_timeout + self.lease_margin,
         )
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
+        recent = self.recent.get
         return [
             DueDelivery(
                 r["id"],
@@ -159,6 +161,7 @@ class PostgresOutbox(PostgresConnection):
                 r["rule"],
                 r["attempt_base"],
                 r["claim_token"],
+                recent(r["event_row"]),
             )
             for r in rows
         ]

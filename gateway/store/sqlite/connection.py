@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from gateway.store.records import RecentEvents
 from gateway.store.sqlite.writer import GroupCommitWriter, store_error
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ class SqliteConnection:
         self._busy_timeout = busy_timeout
         self._reader: aiosqlite.Connection | None = None
         self._listeners: list[CommitListener] = []
+        self.recent = RecentEvents()  # this process's events just accepted, for delivery
         self._rate_slots: dict[str, float] = {}  # destination -> monotonic time of next send
 
     def listen(self, listener: CommitListener) -> Callable[[], None]:

@@ -208,6 +208,7 @@ class SqliteOutbox(SqliteConnection):
             Batched(_insert_events, _Accept(row, event.journey_key, at, routes))
         )
         if accepted.delivery_ids:
+            self.recent.add(accepted.event_row, event)
             self._made_due(destination for destination, _ in routes)
         return accepted
 
@@ -283,6 +284,7 @@ class SqliteOutbox(SqliteConnection):
             + " ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (destination, now, skip, limit),
         )
+        recent = self.recent.get
         return [
             DueDelivery(
                 r["id"],
@@ -293,6 +295,8 @@ class SqliteOutbox(SqliteConnection):
                 r["raw"],
                 r["rule"],
                 r["attempt_base"],
+                0,
+                recent(r["event_row"]),
             )
             for r in rows
         ]
