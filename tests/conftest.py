@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from gateway.config.load import load_config
 from gateway.destinations.client import HttpClient
 from gateway.web.app import create_app
 from gateway.web.dispatch import route_webhooks_directly
-from tests.support.config import base_config, write_config
+from tests.support.config import base_config, free_port, write_config
 from tests.support.destinations import Harness
 from tests.support.process import CliServer, GatewayClient
 from tests.support.sinks import MakeSink, Sink, SinkLoop
@@ -100,3 +100,31 @@ async def harness(tmp_path: Path, http_client: HttpClient) -> AsyncIterator[Harn
         yield helper
     finally:
         await helper.close()
+
+
+@pytest.fixture
+async def listener(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """The gateway app behind a real socket with the direct route in front; the list
+    collects every request the app's router and middlewares saw."""
+    routed: list[str] = []
+
+    @web.middleware
+    async def seen(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        routed.append(f"{request.method} {request.rel_url}")
+        return await handler(request)
+
+    config = load_config(write_config(tmp_path, base_config(tmp_path)))
+    app = create_app(config)
+    app.middlewares.append(seen)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    route_webhooks_directly(runner, config.server.path)
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}", routed
+    finally:
+        await runner.cleanup()

@@ -4,7 +4,6 @@ middlewares, everything else keeps the application's own answers. A real listene
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,47 +11,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.config.load import load_config
-from gateway.web.app import create_app
-from gateway.web.dispatch import direct_webhook_route, route_webhooks_directly
-from tests.support.config import AUTH, base_config, free_port, write_config
+from gateway.web.dispatch import direct_webhook_route
+from tests.support.config import AUTH
 from tests.support.payloads import payload
 from tests.support.store import event_count
 
 PATH = "/webhooks/idwise"
-Routed = list[str]
-
-
-@pytest.fixture
-async def listener(tmp_path: Path) -> AsyncIterator[tuple[str, Routed]]:
-    """The gateway app behind a real socket with the direct route in front; the list
-    collects every request the app's router and middlewares saw."""
-    routed: Routed = []
-
-    @web.middleware
-    async def seen(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        routed.append(f"{request.method} {request.rel_url}")
-        return await handler(request)
-
-    config = load_config(write_config(tmp_path, base_config(tmp_path)))
-    app = create_app(config)
-    app.middlewares.append(seen)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    route_webhooks_directly(runner, config.server.path)
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}", routed
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_webhook_post_is_stored_without_the_router(
-    listener: tuple[str, Routed], tmp_path: Path
+    listener: tuple[str, list[str]], tmp_path: Path
 ) -> None:
     url, routed = listener
     body = payload("Finished Journey")
@@ -74,7 +42,7 @@ async def test_a_webhook_post_is_stored_without_the_router(
     ],
 )
 async def test_other_webhook_posts_take_the_router_and_are_stored(
-    listener: tuple[str, Routed], tmp_path: Path, target: str, headers: dict[str, str]
+    listener: tuple[str, list[str]], tmp_path: Path, target: str, headers: dict[str, str]
 ) -> None:
     url, routed = listener
     async with (
@@ -102,7 +70,7 @@ async def test_other_webhook_posts_take_the_router_and_are_stored(
     ],
 )
 async def test_everything_else_gets_the_apps_json_answers(
-    listener: tuple[str, Routed], method: str, target: str, status: int, error: str
+    listener: tuple[str, list[str]], method: str, target: str, status: int, error: str
 ) -> None:
     url, routed = listener
     async with (
@@ -116,7 +84,7 @@ async def test_everything_else_gets_the_apps_json_answers(
     assert routed == [f"{method} {target}"]
 
 
-async def test_health_probes_still_answer(listener: tuple[str, Routed]) -> None:
+async def test_health_probes_still_answer(listener: tuple[str, list[str]]) -> None:
     url, routed = listener
     async with aiohttp.ClientSession() as client, client.get(url + "/healthz") as r:
         assert r.status == 200

@@ -26,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.rules import match_rules
 from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME, STORE
 from gateway.web.responses import error_response
+from gateway.web.wire import json_200
 
 log = logging.getLogger("gateway.webhook")
 
@@ -61,19 +62,19 @@ class Outcome(NamedTuple):
     remote: str | None = None
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
+async def receive_webhook(request: web.Request) -> web.StreamResponse:
     """The routed handler: tests' clients, and what the direct route leaves to the router."""
     return await handle_webhook(request.app, request)
 
 
-async def handle_webhook(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def handle_webhook(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
     """One webhook, start to answer. `app` is passed, not read from the request: the
     listener's direct route (gateway.web.dispatch) hands requests over unrouted."""
     request[LOGGED] = True  # this line replaces the access log's
     outcome = await _ingest(app, request)
     _count(app[METRICS], outcome)
     _log(outcome)
-    return _answer(outcome)
+    return _answer(request, outcome)
 
 
 async def _ingest(app: web.Application, request: web.BaseRequest) -> Outcome:
@@ -252,14 +253,14 @@ def _log(outcome: Outcome) -> None:
     log_fields(log, level, message, fields)
 
 
-def _answer(outcome: Outcome) -> web.Response:
+def _answer(request: web.BaseRequest, outcome: Outcome) -> web.StreamResponse:
     if outcome.outcome in ("accepted", "duplicate"):
         assert outcome.event is not None
         body = b'{"status":"%s","eventId":%s}' % (
             outcome.outcome.encode(),
             encode_basestring_ascii(outcome.event.dedupe_key).encode(),  # = json.dumps(key)
         )
-        return web.Response(body=body, content_type="application/json")
+        return json_200(request, body)
     return error_response(
         outcome.status, outcome.error or "error", outcome.message, **outcome.headers
     )

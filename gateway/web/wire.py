@@ -1,0 +1,90 @@
+"""The webhook's 200, written to the connection in one piece. Request plumbing; writes to
+the transport.
+
+Why: for an answer that is always the same shape (200, a JSON body of a few dozen bytes),
+aiohttp's response path (headers in a multidict, the status line and headers serialized,
+the payload writer's buffering and its own end of message) cost about a third of what bare
+aiohttp spends on a whole request (bench/RESULTS.md, issue 15, fifth pass). Here the
+status line, the same headers aiohttp would send (Content-Type, Content-Length, Date,
+Server, and Connection: close when the connection ends) and the body go out in one write.
+
+Only HTTP/1.1 requests get it (an HTTP/1.0 client is answered in its own version by
+aiohttp), and only while aiohttp's response keeps the private fields its request handler
+reads back (checked once at import: otherwise every answer is an ordinary Response).
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+
+#: what aiohttp's request handler reads of a response after `prepare` and `write_eof`
+_READ_BACK = ("_eof_sent", "_keep_alive", "_body_length", "_payload_writer")
+
+
+def _fields_present() -> bool:
+    probe = web.StreamResponse()
+    return all(hasattr(probe, name) for name in _READ_BACK)
+
+
+AVAILABLE = _fields_present()
+
+_date_second = -1
+_date_text = ""
+
+
+def http_date() -> str:
+    """The Date header's value, made once per second (as aiohttp does)."""
+    global _date_second, _date_text
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_text = now, formatdate(now, usegmt=True)
+    return _date_text
+
+
+_CLOSE = "Connection: close\r\n"
+
+
+def wire_head(length: int, keep_alive: bool) -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+        f"Date: {http_date()}\r\nServer: {SERVER_SOFTWARE}\r\n{'' if keep_alive else _CLOSE}\r\n"
+    ).encode("ascii")
+
+
+class WireAnswer(web.StreamResponse):
+    """A 200 `application/json` answer whose `prepare` writes everything at once; status,
+    keep-alive, body length and `prepared` read back as they would for a Response."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(status=200)
+        self.content_type = "application/json"  # for whoever reads the headers back
+        self._wire_body = body
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self._eof_sent:
+            return None
+        keep_alive = request.keep_alive
+        self._keep_alive = keep_alive
+        self._eof_sent = True
+        self._body_length = len(self._wire_body)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # the request handler takes a ConnectionError here for a client that left
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(wire_head(len(self._wire_body), keep_alive) + self._wire_body)
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def json_200(request: web.BaseRequest, body: bytes) -> web.StreamResponse:
+    """The webhook's 200: written in one piece where it can be, else an ordinary Response."""
+    if AVAILABLE and request.version == HttpVersion11:
+        return WireAnswer(body)
+    return web.Response(body=body, content_type="application/json")
