@@ -300,9 +300,28 @@ async def test_a_write_after_the_store_closed_fails_at_once(tmp_path: Path) -> N
     assert raised.value.reason == "closed"
 
 
-def test_recent_events_keep_the_newest_and_drop_the_oldest() -> None:
-    recent = RecentEvents(size=3)
+def test_recent_events_keep_the_newest_within_their_bytes() -> None:
     events = {row: parse_event(payload("Finished Journey", eventId=f"r-{row}")) for row in range(5)}
+    size = len(events[0].raw)
+    recent = RecentEvents(limit=3 * size + size // 2)
     for row, event in events.items():
         recent.add(row, event)
-    assert [recent.get(row) for row in range(5)] == [None, None, events[2], events[3], events[4]]
+    kept = [recent.get(row, events[row].raw) for row in range(5)]
+    assert kept == [None, None, events[2], events[3], events[4]]
+
+
+def test_recent_events_hand_out_an_event_only_for_its_own_bytes() -> None:
+    recent = RecentEvents()
+    old = parse_event(payload("Finished Journey", eventId="old"))
+    recent.add(7, old)
+    assert recent.get(7, old.raw) is old
+    assert recent.get(7, payload("Finished Journey", eventId="new")) is None
+
+
+def test_recent_events_leave_large_payloads_to_be_parsed_again() -> None:
+    recent = RecentEvents()
+    large = parse_event(
+        payload("Finished Journey", eventId="big", notes="x" * RecentEvents.LARGEST)
+    )
+    recent.add(1, large)
+    assert recent.get(1, large.raw) is None

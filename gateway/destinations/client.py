@@ -16,6 +16,8 @@ will send on it next is unknown.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import ssl
 from collections.abc import Mapping
 
@@ -30,9 +32,6 @@ from gateway.destinations.http1 import (
     parse_target,
 )
 
-#: exchanges in flight at once in the client not tied to a lane (a destination's client
-#: needs no bound of its own: its lane's workers, at most 256, are one)
-MAX_CONNECTIONS = 256
 #: an idle connection older than this is closed, not reused (as aiohttp's default): a
 #: receiver closing idle connections sooner costs at most one resend
 KEEPALIVE = 15.0
@@ -40,6 +39,20 @@ KEEPALIVE = 15.0
 KEPT_REPLY = 4096
 #: how long `close` waits for its connections to be closed
 CLOSE_WAIT = 2.0
+
+
+def tls_context() -> ssl.SSLContext:
+    """One context for every https destination: loading the CA store blocks the loop for
+    tens of milliseconds, so it happens once (per value of SSL_CERT_FILE and SSL_CERT_DIR,
+    which point at a private CA's bundle)."""
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()  # reads both variables
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class ClientClosed(RuntimeError):
@@ -64,7 +77,15 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def usable(self) -> bool:
-        return not self.lost and self.transport is not None and not self.transport.is_closing()
+        """Open, and nothing of the last request still unsent (a peer that answered before
+        reading all of it may not read the rest as a request of its own)."""
+        transport = self.transport
+        return (
+            not self.lost
+            and transport is not None
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+        )
 
     def send(self, request: bytes, parser: ResponseParser) -> asyncio.Future[None]:
         assert self.transport is not None
@@ -80,26 +101,37 @@ class _Connection(asyncio.Protocol):
             return
         try:
             finished = parser.feed(data)
-        except BadResponse as exc:
-            self._settle(exc)
+        except Exception as exc:  # BadResponse, or anything the parser did not foresee
+            problem = exc if isinstance(exc, BadResponse) else BadResponse(type(exc).__name__)
+            self._settle(problem)
             self.close()
             return
         if finished:
             self._settle(None)
 
     def eof_received(self) -> bool:
-        parser = self.parser
-        if parser is not None:
-            self._settle(None if parser.feed_eof() else ConnectionDropped(parser.received))
+        self._end()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if not self.closed.done():
             self.closed.set_result(None)
+        self._end()  # a reset right after an answer framed by the close still ends it
+
+    def expire(self) -> None:
+        """The deadline: an answer whose head has arrived counts (what is left of its body is
+        not waited for); without one, the exchange timed out."""
         parser = self.parser
-        if parser is not None:
-            self._settle(ConnectionDropped(parser.received))
+        if parser is not None and parser.end():
+            self._settle(None)
+        else:
+            self._settle(TimeoutError())
+
+    def _end(self) -> None:
+        parser = self.parser
+        if parser is not None and (self.waiter is None or not self.waiter.done()):
+            self._settle(None if parser.end() else ConnectionDropped(parser.received))
 
     def _settle(self, error: Exception | None) -> None:
         waiter = self.waiter
@@ -121,22 +153,17 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class HttpClient:
     """Keep-alive connections per origin (a destination has one), reused most recently
-    used first; idle ones expire after KEEPALIVE."""
+    used first; idle ones expire after KEEPALIVE. No bound of its own on connections: what
+    uses it bounds them (a lane's workers, at most 256; the console's test events, one per
+    admin connection, at most ADMIN_MAX_CONNECTIONS)."""
 
-    def __init__(self, limit: int | None = MAX_CONNECTIONS, keepalive: float = KEEPALIVE) -> None:
-        self._gate = asyncio.Semaphore(limit) if limit else None
+    def __init__(self, keepalive: float = KEEPALIVE) -> None:
         self._keepalive = keepalive
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._busy: set[_Connection] = set()
-        self._tls: ssl.SSLContext | None = None
         self._closed = False
 
     async def exchange(
@@ -155,14 +182,7 @@ class HttpClient:
         target = parse_target(url)
         request = encode_request(method, target, headers, body)
         deadline = asyncio.get_running_loop().time() + timeout
-        if self._gate is None:
-            return await self._exchange(target, request, method == "HEAD", deadline)
-        async with asyncio.timeout_at(deadline), self._gate:
-            return await self._exchange(target, request, method == "HEAD", deadline)
-
-    async def _exchange(
-        self, target: Target, request: bytes, head_only: bool, deadline: float
-    ) -> Reply:
+        head_only = method == "HEAD"
         connection = self._reuse(target)
         if connection is not None:
             try:
@@ -171,6 +191,9 @@ class HttpClient:
                 if exc.received or self._closed:
                     raise
         connection = await self._connect(target, deadline)
+        if self._closed:  # closed while connecting
+            connection.close()
+            raise ClientClosed("the HTTP client is closed")
         return await self._send(connection, request, head_only, deadline)
 
     async def _send(
@@ -181,7 +204,7 @@ class HttpClient:
         waiter = connection.send(request, parser)
         # a timer on the answer rather than asyncio.timeout: a third of the cost, and the
         # exchange runs for every delivery
-        timer = asyncio.get_running_loop().call_at(deadline, _expire, waiter)
+        timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
         try:
             await waiter
         except BaseException:
@@ -219,26 +242,21 @@ class HttpClient:
                         _Connection,
                         target.host,
                         target.port,
-                        ssl=self._tls_context(),
+                        ssl=tls_context(),
                         server_hostname=target.host,
                     )
                 else:
                     _, connection = await loop.create_connection(
                         _Connection, target.host, target.port
                     )
-        except TimeoutError:  # an OSError too, but the deadline's, not the peer's
-            raise
+        except TimeoutError as exc:  # an OSError too: the deadline's has no errno
+            if exc.errno is None:
+                raise
+            raise ConnectFailed(exc) from exc  # the kernel gave up (ETIMEDOUT)
         except OSError as exc:  # refused, unreachable, unknown host, TLS (ssl.SSLError)
             raise ConnectFailed(exc) from exc
         connection.origin = target.origin
         return connection
-
-    def _tls_context(self) -> ssl.SSLContext:
-        # made at the first https destination, not at start: loading the CA store takes time
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-            self._tls.set_alpn_protocols(["http/1.1"])
-        return self._tls
 
     def _release(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -299,13 +317,13 @@ class DestinationClients:
     def get(self, destination: str) -> HttpClient:
         client = self._by_destination.get(destination)
         if client is None:
-            client = self._by_destination[destination] = HttpClient(limit=None)
+            client = self._by_destination[destination] = HttpClient()
         return client
 
     async def close(self) -> None:
-        for client in (*self._by_destination.values(), self.default):
-            await client.close()
+        clients = (*self._by_destination.values(), self.default)
         self._by_destination.clear()
+        await asyncio.gather(*(client.close() for client in clients))
 
     async def __aenter__(self) -> DestinationClients:
         return self

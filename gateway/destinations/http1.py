@@ -16,7 +16,7 @@ import base64
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
@@ -72,8 +72,10 @@ class Target:
     host: str  # to connect to: IDNA-encoded, an IPv6 address without brackets
     port: int
     authority: str  # the Host header
-    path: str  # the request target: path and query, percent-encoded
-    authorization: str | None  # Basic credentials from the URL's userinfo
+    #: the request target: path and query, percent-encoded (a Slack URL's token is in it)
+    path: str = field(repr=False)
+    #: Basic credentials from the URL's userinfo
+    authorization: str | None = field(repr=False)
 
     @property
     def origin(self) -> tuple[bool, str, int]:
@@ -142,6 +144,7 @@ def encode_request(method: str, target: Target, headers: Mapping[str, str], body
         raise InvalidHeader("the method is not a valid HTTP token")
     host = target.authority
     authorization = target.authorization
+    accept = "Accept: */*\r\n"
     lines = []
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
@@ -154,11 +157,13 @@ def encode_request(method: str, target: Target, headers: Mapping[str, str], body
         elif lower not in _FRAMING:
             if lower == "authorization":
                 authorization = None
+            elif lower == "accept":
+                accept = ""
             lines.append(f"{name}: {value}\r\n")
     if authorization is not None:
         lines.append(f"Authorization: {authorization}\r\n")
     head = (
-        f"{method} {target.path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n"
+        f"{method} {target.path} HTTP/1.1\r\nHost: {host}\r\n{accept}"
         f"{''.join(lines)}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -190,7 +195,7 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _D
 
 
 class ResponseParser:
-    """One response, fed its bytes as they arrive. `feed` and `feed_eof` return True once
+    """One response, fed its bytes as they arrive. `feed` and `end` return True once
     the exchange is over: the whole response read, or enough of it (past MAX_DRAIN the
     rest is not read and the connection cannot carry another request). 1xx answers before
     the real one are skipped."""
@@ -273,7 +278,7 @@ class ResponseParser:
                     self._hold(buffer, MAX_LINE, "a chunk-size line is too long")
                     return False
                 size = buffer[:end].split(b";", 1)[0].strip()
-                if not size or size.strip(b"0123456789abcdefABCDEF"):
+                if not size or len(size) > 15 or size.strip(b"0123456789abcdefABCDEF"):
                     raise BadResponse("a chunk size is not hexadecimal")
                 self._remaining = int(size, 16)
                 self._state = _CHUNK_DATA if self._remaining else _TRAILER
@@ -298,13 +303,18 @@ class ResponseParser:
                     self._state = _DONE
                 buffer = buffer[end + 2 :]
 
-    def feed_eof(self) -> bool:
-        """The peer closed its side. True: that ends a body framed by the close; False: the
-        answer was cut short."""
-        if self._state == _UNTIL_CLOSE:
-            self._state = _DONE
+    def end(self) -> bool:
+        """The exchange ends here: the peer closed the connection, or the deadline came.
+        True: the answer counts, because its status line and headers arrived (the receiver
+        has decided; a body framed by the close is complete, any other is cut short and
+        the connection is not reused). False: no answer."""
+        if self._state == _DONE:
             return True
-        return self._state == _DONE
+        if not self.status:
+            return False
+        self.reusable = False
+        self._state = _DONE
+        return True
 
     def _take(self, data: bytes) -> None:
         self._read += len(data)
@@ -330,6 +340,8 @@ class ResponseParser:
         ):
             raise BadResponse("the answer does not start with an HTTP/1.x status line")
         status = int(code)
+        if not 100 <= status <= 599:
+            raise BadResponse("the answer's status is not a status code")
         # one match per header line: a line that does not match, or a CR or LF alone, leaves
         # the counts apart
         pairs = _HEADER_LINE.findall(text)
@@ -357,7 +369,9 @@ class ResponseParser:
         coding = headers.get("transfer-encoding")
         if coding is not None:
             if coding.rsplit(",", 1)[-1].strip().lower() == "chunked":
-                self.reusable = keep_alive
+                # with a Content-Length too, the peer's framing is in doubt (RFC 9112 6.3):
+                # read the chunks, then let the connection go
+                self.reusable = keep_alive and "content-length" not in headers
                 self._state = _CHUNK_SIZE
             else:
                 self._state = _UNTIL_CLOSE
@@ -371,6 +385,8 @@ class ResponseParser:
             length = values.pop()
             if values or not (length.isascii() and length.isdigit()):
                 raise BadResponse("the answer's Content-Length is not a number")
+        if len(length) > 15:  # past a petabyte, and int() refuses 4,300 digits
+            raise BadResponse("the answer's Content-Length is not a plausible length")
         self._remaining = int(length)
         self.reusable = keep_alive
         self._state = _LENGTH if self._remaining else _DONE

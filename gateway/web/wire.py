@@ -28,7 +28,10 @@ _READ_BACK = ("_eof_sent", "_keep_alive", "_body_length", "_payload_writer")
 
 def _fields_present() -> bool:
     probe = web.StreamResponse()
-    return all(hasattr(probe, name) for name in _READ_BACK)
+    # and the request handler's wait for a client that reads slower than it sends
+    return all(hasattr(probe, name) for name in _READ_BACK) and hasattr(
+        web.RequestHandler, "_drain_helper"
+    )
 
 
 AVAILABLE = _fields_present()
@@ -77,6 +80,9 @@ class WireAnswer(web.StreamResponse):
             # the request handler takes a ConnectionError here for a client that left
             raise ConnectionResetError("the client closed the connection")
         transport.write(wire_head(len(self._wire_body), keep_alive) + self._wire_body)
+        protocol = request.protocol
+        if protocol.writing_paused:  # a client that sends (pipelines) and does not read
+            await protocol._drain_helper()  # as aiohttp's own writer waits
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:

@@ -234,10 +234,33 @@ async def test_a_delivery_due_soon_after_ingest_carries_the_parsed_event(store: 
     (job,) = await store.due("svc", time.time() + 1, 10, False)
     assert job.event is fresh
     assert job.raw == fresh.raw
-    for i in range(600):  # more than RecentEvents keeps
-        await store.accept(event(f"later-{i}", journey=f"j-{i}"), [("other", "r")], ["r"], None, {})
+    padded = idwise.sample("Finished Journey")
+    padded["body"]["notes"] = "n" * 4000
+    for i in range(200):  # 800 KB of later events: more than RecentEvents keeps
+        padded["body"]["eventId"] = f"later-{i}"
+        later = parse_event(json.dumps(padded).encode())
+        await store.accept(later, [("other", "r")], ["r"], None, {})
     if store.shared:
         return  # a backend with claims handed the delivery out above: nothing due again
     (again,) = await store.due("svc", time.time() + 1, 10, False)
     assert again.event is None
     assert again.raw == fresh.raw
+
+
+async def test_an_event_is_handed_out_only_for_the_bytes_stored_under_its_row(
+    store: Store,
+) -> None:
+    """SQLite gives a pruned event's row id to the next event: a delivery queued for that
+    one later (a reroute) must carry its own payload, never the pruned one's."""
+    first = await store.accept(event("gone-1"), [("svc", "r")], ["r"], None, {})
+    (job,) = await store.due("svc", time.time() + 1, 10, False)
+    await store.record([delivered(job.id, claim=job.claim)])
+    assert await store.prune(time.time() + 10) == 1
+    later = event("next-1")
+    second = await store.accept(later, [], [], None, {})  # no route matched it
+    await store.add_routes([(second.event_row, "svc", None, "j-1")])
+    (rerouted,) = await store.due("svc", time.time() + 1, 10, False)
+    assert rerouted.raw == later.raw
+    assert rerouted.event is None or rerouted.event.raw == later.raw
+    if second.event_row == first.event_row:  # the backend reused the row
+        assert rerouted.event is None

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -274,7 +275,9 @@ class ScriptedPeer:
     """An HTTP/1.1 peer that answers each request with raw bytes from `answer(request)`:
     framings, interim answers and malformed replies no library server would send. An
     answer of None closes the connection without a word; `close_after`, or an answer given
-    as (bytes, True), closes it after the answer. Records every request with the connection it came on; `eofs` counts the
+    as (bytes, True), closes it after the answer; (bytes, "reset") resets it after the
+    answer (SO_LINGER 0: an RST, as a peer that closes with unread request bytes sends);
+    (bytes, seconds) waits that long, then sends what follows in the next answer. Records every request with the connection it came on; `eofs` counts the
     connections the client closed."""
 
     def __init__(
@@ -312,11 +315,19 @@ class ScriptedPeer:
                 reply = self.answer(request)
                 if reply is None:
                     break
-                close = self.close_after
+                close: Any = self.close_after
                 if isinstance(reply, tuple):
                     reply, close = reply
                 writer.write(reply)
                 await writer.drain()
+                if close == "reset":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if isinstance(close, float):
+                    await asyncio.sleep(close)
+                    continue
                 if close:
                     break
         writer.close()

@@ -161,7 +161,7 @@ class PostgresOutbox(PostgresConnection):
                 r["rule"],
                 r["attempt_base"],
                 r["claim_token"],
-                recent(r["event_row"]),
+                recent(r["event_row"], r["raw"]),
             )
             for r in rows
         ]

@@ -296,7 +296,7 @@ class SqliteOutbox(SqliteConnection):
                 r["rule"],
                 r["attempt_base"],
                 0,
-                recent(r["event_row"]),
+                recent(r["event_row"], r["raw"]),
             )
             for r in rows
         ]
