@@ -305,17 +305,27 @@ def test_recent_events_keep_the_newest_within_their_bytes() -> None:
     size = len(events[0].raw)
     recent = RecentEvents(limit=3 * size + size // 2)
     for row, event in events.items():
-        recent.add(row, event)
-    kept = [recent.get(row, events[row].raw) for row in range(5)]
+        recent.add(row, event, 1)
+    kept = [recent.take(row, events[row].raw) for row in range(5)]
     assert kept == [None, None, events[2], events[3], events[4]]
+    assert len(recent) == 0
+
+
+def test_recent_events_hand_an_event_to_each_of_its_deliveries_once() -> None:
+    recent = RecentEvents()
+    event = parse_event(payload("Finished Journey", eventId="three"))
+    recent.add(4, event, 3)
+    assert [recent.take(4, event.raw) for _ in range(4)] == [event, event, event, None]
+    recent.add(5, event, 0)  # nothing to deliver: not kept
+    assert len(recent) == 0
 
 
 def test_recent_events_hand_out_an_event_only_for_its_own_bytes() -> None:
     recent = RecentEvents()
     old = parse_event(payload("Finished Journey", eventId="old"))
-    recent.add(7, old)
-    assert recent.get(7, old.raw) is old
-    assert recent.get(7, payload("Finished Journey", eventId="new")) is None
+    recent.add(7, old, 2)
+    assert recent.take(7, payload("Finished Journey", eventId="new")) is None
+    assert recent.take(7, old.raw) is None  # the row holds other bytes now: forgotten
 
 
 def test_recent_events_leave_large_payloads_to_be_parsed_again() -> None:
@@ -323,5 +333,5 @@ def test_recent_events_leave_large_payloads_to_be_parsed_again() -> None:
     large = parse_event(
         payload("Finished Journey", eventId="big", notes="x" * RecentEvents.LARGEST)
     )
-    recent.add(1, large)
-    assert recent.get(1, large.raw) is None
+    recent.add(1, large, 1)
+    assert recent.take(1, large.raw) is None

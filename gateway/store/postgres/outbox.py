@@ -58,7 +58,7 @@ class PostgresOutbox(PostgresConnection):
             IngestJob(event, routes, rules, source_ip, headers, at)
         )
         if accepted.delivery_ids:
-            self.recent.add(accepted.event_row, event)
+            self.recent.add(accepted.event_row, event, len(accepted.delivery_ids))
             self._made_due(destination for destination, _ in routes)
         return accepted
 
@@ -149,7 +149,7 @@ class PostgresOutbox(PostgresConnection):
             attempt_timeout + self.lease_margin,
         )
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
-        recent = self.recent.get
+        recent = self.recent.take
         return [
             DueDelivery(
                 r["id"],

@@ -208,7 +208,7 @@ class SqliteOutbox(SqliteConnection):
             Batched(_insert_events, _Accept(row, event.journey_key, at, routes))
         )
         if accepted.delivery_ids:
-            self.recent.add(accepted.event_row, event)
+            self.recent.add(accepted.event_row, event, len(accepted.delivery_ids))
             self._made_due(destination for destination, _ in routes)
         return accepted
 
@@ -284,7 +284,7 @@ class SqliteOutbox(SqliteConnection):
             + " ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (destination, now, skip, limit),
         )
-        recent = self.recent.get
+        recent = self.recent.take
         return [
             DueDelivery(
                 r["id"],
