@@ -86,6 +86,13 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+#: a % that does not start an escape: sent as %25, as yarl (aiohttp's URLs) did
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _quoted(text: str, safe: str) -> str:
+    """Percent-encode what a request target cannot hold, keeping escapes already there."""
+    return quote(_STRAY_PERCENT.sub("%25", text), safe=safe)
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,9 +121,9 @@ def parse_target(url: str) -> Target:
     authority = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         authority += f":{port}"
-    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    path = _quoted(parts.path or "/", _PATH_SAFE)
     if parts.query:
-        path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+        path += "?" + _quoted(parts.query, _QUERY_SAFE)
     authorization = None
     if username is not None:
         pair = f"{unquote(username)}:{unquote(password or '')}".encode()

@@ -35,6 +35,7 @@ from gateway.destinations.http1 import (
         ("http://bücher.example/ä b?q=ü x#frag", False, "xn--bcher-kva.example", 80,
          "xn--bcher-kva.example", "/%C3%A4%20b?q=%C3%BC%20x"),
         ("http://h/already%20quoted?x=%2F", False, "h", 80, "h", "/already%20quoted?x=%2F"),
+        ("http://h/100%/a%zz?p=5%&q=%4", False, "h", 80, "h", "/100%25/a%25zz?p=5%25&q=%254"),
     ],
 )  # fmt: skip
 def test_targets(url: str, tls: bool, host: str, port: int, authority: str, path: str) -> None:
