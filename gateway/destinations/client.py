@@ -201,17 +201,19 @@ class HttpClient:
     ) -> Reply:
         parser = ResponseParser(KEPT_REPLY, head_only)
         self._busy.add(connection)
-        waiter = connection.send(request, parser)
-        # a timer on the answer rather than asyncio.timeout: a third of the cost, and the
-        # exchange runs for every delivery
-        timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
+        timer = None
         try:
+            waiter = connection.send(request, parser)
+            # a timer on the answer rather than asyncio.timeout: a third of the cost, and
+            # the exchange runs for every delivery
+            timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
             await waiter
         except BaseException:
             connection.abort()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._busy.discard(connection)
         connection.parser = None
         connection.waiter = None
