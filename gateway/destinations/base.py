@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +22,7 @@ from gateway.destinations.http1 import (
     ConnectionDropped,
     InvalidHeader,
     InvalidTarget,
+    Reply,
 )
 from gateway.errors import (
     DeliveryError,
@@ -44,6 +45,21 @@ class SendContext:
     delivery_id: int = 0
     attempt: int = 1
     clock: Callable[[], float] = time.time
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float,  # noqa: ASYNC109 - the exchange's own deadline, connect included
+    ) -> Reply:
+        """The client's exchange, its failures as delivery errors (`transport_error`): the
+        one way an HTTP-based destination sends."""
+        try:
+            return await self.client.exchange(method, url, headers, body, timeout)
+        except Exception as exc:
+            raise transport_error(exc) from None
 
 
 @dataclass(frozen=True, slots=True)

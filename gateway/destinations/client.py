@@ -87,6 +87,10 @@ class _Connection(asyncio.Protocol):
             and not transport.get_write_buffer_size()
         )
 
+    def fresh(self, oldest: float) -> bool:
+        """Fit to carry the next request: usable, and idle since after `oldest`."""
+        return self.idle_since > oldest and self.usable()
+
     def send(self, request: bytes, parser: ResponseParser) -> asyncio.Future[None]:
         assert self.transport is not None
         self.parser = parser
@@ -230,7 +234,7 @@ class HttpClient:
         oldest = asyncio.get_running_loop().time() - self._keepalive
         while idle:
             connection = idle.pop()
-            if connection.usable() and connection.idle_since > oldest:
+            if connection.fresh(oldest):
                 return connection
             connection.close()
         return None
@@ -272,9 +276,11 @@ class HttpClient:
         self._sweeper = None
         oldest = asyncio.get_running_loop().time() - self._keepalive
         for origin, idle in list(self._idle.items()):
-            kept = [c for c in idle if c.usable() and c.idle_since > oldest]
+            kept = []
             for connection in idle:
-                if connection not in kept:
+                if connection.fresh(oldest):
+                    kept.append(connection)
+                else:
                     connection.close()
             if kept:
                 self._idle[origin] = kept

@@ -26,9 +26,8 @@ from gateway.destinations.base import (
     classify_status,
     parse_retry_after,
     status_reason,
-    transport_error,
 )
-from gateway.errors import DeliveryError, RetryableDeliveryError
+from gateway.errors import RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, render, render_text
 from gateway.retry import DeliveryPolicy
@@ -104,14 +103,9 @@ class HttpDestination:
 
     async def send(self, event: Event, context: SendContext) -> Sent:
         headers, payload = self.request(event, context.clock())
-        try:
-            status, reply_headers, reply = await context.client.exchange(
-                self.method, self.url.reveal(), headers, payload, self.policy.timeout
-            )
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            raise transport_error(exc) from None
+        status, reply_headers, reply = await context.exchange(
+            self.method, self.url.reveal(), headers, payload, self.policy.timeout
+        )
         error = classify_status(status)
         text = bounded(reply.decode("utf-8", "replace"), 500)
         if error is None:

@@ -22,9 +22,8 @@ from gateway.destinations.base import (
     mask_url,
     parse_retry_after,
     status_reason,
-    transport_error,
 )
-from gateway.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from gateway.errors import PermanentDeliveryError, RetryableDeliveryError
 from gateway.events import Event
 from gateway.render import Template, one_line, render, render_text
 from gateway.retry import DeliveryPolicy
@@ -158,14 +157,9 @@ class SlackDestination:
 
     async def send(self, event: Event, context: SendContext) -> Sent:
         payload = json.dumps(self.message(event), ensure_ascii=False).encode()
-        try:
-            status, headers, reply = await context.client.exchange(
-                "POST", self.url.reveal(), _HEADERS, payload, self.policy.timeout
-            )
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            raise transport_error(exc) from None
+        status, headers, reply = await context.exchange(
+            "POST", self.url.reveal(), _HEADERS, payload, self.policy.timeout
+        )
         return classify_reply(status, headers, reply, context.clock())
 
 

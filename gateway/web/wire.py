@@ -15,11 +15,10 @@ reads back (checked once at import: otherwise every answer is an ordinary Respon
 
 from __future__ import annotations
 
-import time
-from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time  # the Date aiohttp sends, cached per second
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
 #: what aiohttp's request handler reads of a response after `prepare` and `write_eof`
@@ -36,26 +35,14 @@ def _fields_present() -> bool:
 
 AVAILABLE = _fields_present()
 
-_date_second = -1
-_date_text = ""
-
-
-def http_date() -> str:
-    """The Date header's value, made once per second (as aiohttp does)."""
-    global _date_second, _date_text
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_text = now, formatdate(now, usegmt=True)
-    return _date_text
-
-
 _CLOSE = "Connection: close\r\n"
 
 
 def wire_head(length: int, keep_alive: bool) -> bytes:
     return (
         f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
-        f"Date: {http_date()}\r\nServer: {SERVER_SOFTWARE}\r\n{'' if keep_alive else _CLOSE}\r\n"
+        f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n"
+        f"{'' if keep_alive else _CLOSE}\r\n"
     ).encode("ascii")
 
 

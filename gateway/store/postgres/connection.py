@@ -33,7 +33,7 @@ from gateway.errors import StoreError
 from gateway.logs import log_fields
 from gateway.store.postgres.errors import is_connection_error, store_error
 from gateway.store.postgres.schema import migrate
-from gateway.store.records import RecentEvents
+from gateway.store.recent import RecentEvents
 
 log = logging.getLogger("gateway.store")
 

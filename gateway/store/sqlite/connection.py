@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from gateway.store.records import RecentEvents
+from gateway.store.recent import RecentEvents
 from gateway.store.sqlite.writer import GroupCommitWriter, store_error
 
 T = TypeVar("T")
