@@ -15,7 +15,7 @@ from gateway.config.load import load_config
 from gateway.errors import StoreError
 from gateway.events import parse_event
 from gateway.store import AttemptRecord, create_store
-from gateway.store.records import RecentEvents
+from gateway.store.recent import RecentEvents
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
 from gateway.store.sqlite.writer import MAX_BATCH, GroupCommitWriter
 from tests.support.config import base_config, write_config

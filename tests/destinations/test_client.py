@@ -60,6 +60,17 @@ async def post(client: HttpClient, url: str, headers: dict[str, str] | None = No
     return await client.exchange("POST", url, headers or {}, BODY, 5.0)
 
 
+async def post_twice(peer: ScriptedPeer) -> tuple[Any, Any]:
+    """Two exchanges with `peer`, one after the other, through one client."""
+    async with HttpClient() as client:
+        return await post(client, peer.url()), await post(client, peer.url())
+
+
+def connections(peer: ScriptedPeer) -> list[int]:
+    """The connection each request came on, in order."""
+    return [request.connection for request in peer.requests]
+
+
 # ------------------------------------------------------------------------------ keep-alive
 async def test_sequential_exchanges_share_one_connection(peers: Any) -> None:
     peer = await peers()
@@ -87,7 +98,7 @@ async def test_connection_close_in_the_answer_is_honoured(peers: Any) -> None:
     async with HttpClient() as client:
         for _ in range(3):
             assert (await post(client, peer.url())).status == 200
-    assert [r.connection for r in peer.requests] == [0, 1, 2]
+    assert connections(peer) == [0, 1, 2]
 
 
 async def test_an_http_1_0_answer_is_not_reused_unless_it_says_keep_alive(peers: Any) -> None:
@@ -99,8 +110,8 @@ async def test_an_http_1_0_answer_is_not_reused_unless_it_says_keep_alive(peers:
         for _ in range(2):
             await post(client, closing.url())
             await post(client, keeping.url())
-    assert [r.connection for r in closing.requests] == [0, 1]
-    assert [r.connection for r in keeping.requests] == [0, 0]
+    assert connections(closing) == [0, 1]
+    assert connections(keeping) == [0, 0]
 
 
 async def test_an_idle_connection_expires_and_is_closed(peers: Any) -> None:
@@ -110,18 +121,16 @@ async def test_an_idle_connection_expires_and_is_closed(peers: Any) -> None:
         await asyncio.sleep(0.6)
         assert peer.eofs == 1  # the sweeper closed it while idle
         await post(client, peer.url())
-    assert [r.connection for r in peer.requests] == [0, 1]
+    assert connections(peer) == [0, 1]
 
 
 async def test_bytes_on_an_idle_connection_retire_it(peers: Any) -> None:
     """A reply with more bytes than its Content-Length: the extra would be read as the
     next request's answer."""
     peer = await peers(answers(OK + b"HTTP/1.1 200 OK\r\n\r\n", OK))
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        second = await post(client, peer.url())
+    first, second = await post_twice(peer)
     assert (first.status, second.status) == (200, 200)
-    assert [r.connection for r in peer.requests] == [0, 1]
+    assert connections(peer) == [0, 1]
 
 
 # ------------------------------------------------------------------------------- framing
@@ -131,23 +140,19 @@ async def test_a_chunked_answer_with_extensions_and_trailer(peers: Any) -> None:
         b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Checksum: 1\r\n\r\n"
     )
     peer = await peers(answers(reply))
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        await post(client, peer.url())
+    first, _ = await post_twice(peer)
     assert (first.status, first.body) == (202, b"hello world")
     assert first.headers["x-trace"] == "a, b"
-    assert [r.connection for r in peer.requests] == [0, 0]
+    assert connections(peer) == [0, 0]
 
 
 async def test_an_answer_framed_by_closing_the_connection(peers: Any) -> None:
     peer = await peers(
         answers(b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n\r\nbroken"), close_after=True
     )
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        second = await post(client, peer.url())
+    first, second = await post_twice(peer)
     assert (first.status, first.body, second.status) == (500, b"broken", 500)
-    assert [r.connection for r in peer.requests] == [0, 1]
+    assert connections(peer) == [0, 1]
 
 
 async def test_interim_answers_are_skipped(peers: Any) -> None:
@@ -156,12 +161,10 @@ async def test_interim_answers_are_skipped(peers: Any) -> None:
         b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone"
     )
     peer = await peers(answers(reply))
-    async with HttpClient() as client:
-        reply_ = await post(client, peer.url())
-        await post(client, peer.url())
-    assert (reply_.status, reply_.body) == (201, b"done")
-    assert "link" not in reply_.headers
-    assert [r.connection for r in peer.requests] == [0, 0]
+    reply, _ = await post_twice(peer)
+    assert (reply.status, reply.body) == (201, b"done")
+    assert "link" not in reply.headers
+    assert connections(peer) == [0, 0]
 
 
 async def test_no_body_after_204(peers: Any) -> None:
@@ -175,11 +178,9 @@ async def test_no_body_after_204(peers: Any) -> None:
 async def test_a_long_answer_is_kept_in_part_and_read_to_its_end(peers: Any) -> None:
     text = bytes(range(256)) * 64  # 16 KiB: more than is kept, less than is drained
     peer = await peers(answers(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(text) + text))
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        await post(client, peer.url())
+    first, _ = await post_twice(peer)
     assert first.body == text[:KEPT_REPLY]
-    assert [r.connection for r in peer.requests] == [0, 0]
+    assert connections(peer) == [0, 0]
 
 
 async def test_a_huge_answer_is_not_read_to_its_end(peers: Any) -> None:
@@ -187,11 +188,9 @@ async def test_a_huge_answer_is_not_read_to_its_end(peers: Any) -> None:
     peer = await peers(
         answers(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
     )
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        second = await post(client, peer.url())
+    first, second = await post_twice(peer)
     assert (first.status, len(first.body), second.status) == (200, KEPT_REPLY, 200)
-    assert [r.connection for r in peer.requests] == [0, 1]
+    assert connections(peer) == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +226,7 @@ async def test_an_answer_cut_short_counts_and_is_not_sent_again(peers: Any) -> N
         cut = await post(client, peer.url())
         await post(client, peer.url())
     assert (cut.status, cut.body) == (503, b"abc")
-    assert [r.connection for r in peer.requests] == [0, 0, 1]
+    assert connections(peer) == [0, 0, 1]
 
 
 async def test_a_body_still_coming_at_the_deadline_does_not_undo_the_answer(
@@ -244,7 +243,7 @@ async def test_a_body_still_coming_at_the_deadline_does_not_undo_the_answer(
         await post(client, peer.url())
     assert (reply.status, reply.body) == (200, b"ok")
     assert 0.4 < elapsed < 2.0
-    assert [r.connection for r in peer.requests] == [0, 1]  # the stalled one is not reused
+    assert connections(peer) == [0, 1]  # the stalled one is not reused
 
 
 async def test_an_answer_framed_by_the_close_then_reset_is_read(peers: Any) -> None:
@@ -258,11 +257,9 @@ async def test_an_answer_framed_by_the_close_then_reset_is_read(peers: Any) -> N
 
 async def test_a_reused_connection_closed_without_a_word_is_resent_once(peers: Any) -> None:
     peer = await peers(answers(OK, None, OK))
-    async with HttpClient() as client:
-        first = await post(client, peer.url())
-        second = await post(client, peer.url())
+    first, second = await post_twice(peer)
     assert (first.status, second.status) == (200, 200)
-    assert [r.connection for r in peer.requests] == [0, 0, 1]
+    assert connections(peer) == [0, 0, 1]
 
 
 async def test_a_fresh_connection_closed_without_a_word_is_not_resent(peers: Any) -> None:

@@ -12,7 +12,7 @@ import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from tests.support.config import TOKEN
 
@@ -175,32 +175,25 @@ def send_large(port: int, data: bytes, timeout: float = 30.0) -> RawResponse | N
         return answer
 
 
-class SilentServer:
-    """A TCP server on 127.0.0.1 that never answers. With `hang_up`, it reads one request
-    head (up to a blank line) and closes the connection without a word, like a receiver
-    that crashes mid-request; `requests` counts those heads."""
+class RawPeer:
+    """A TCP server on 127.0.0.1 (TLS with `tls`) whose connections a subclass's `_handle`
+    serves; `stop` closes every connection it took as well as the server."""
 
-    def __init__(self, hang_up: bool = False) -> None:
-        self.hang_up = hang_up
+    def __init__(self, tls: Any = None) -> None:
+        self.tls = tls
         self.server: asyncio.Server | None = None
         self.port = 0
-        self.connections = 0
-        self.requests = 0
         self.writers: list[asyncio.StreamWriter] = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        with contextlib.suppress(Exception):
-            if self.hang_up:
-                await reader.readuntil(b"\r\n\r\n")
-                self.requests += 1
-                writer.close()
-                return
-            await reader.read()
+        raise NotImplementedError
 
-    async def start(self) -> SilentServer:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        await self._handle(reader, writer)
+
+    async def start(self) -> Self:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -213,20 +206,39 @@ class SilentServer:
                 await asyncio.wait_for(self.server.wait_closed(), 1)
 
 
-class StaleKeepAlivePeer:
+class SilentServer(RawPeer):
+    """A TCP server on 127.0.0.1 that never answers. With `hang_up`, it reads one request
+    head (up to a blank line) and closes the connection without a word, like a receiver
+    that crashes mid-request; `requests` counts those heads."""
+
+    def __init__(self, hang_up: bool = False) -> None:
+        super().__init__()
+        self.hang_up = hang_up
+        self.connections = 0
+        self.requests = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(Exception):
+            if self.hang_up:
+                await reader.readuntil(b"\r\n\r\n")
+                self.requests += 1
+                writer.close()
+                return
+            await reader.read()
+
+
+class StaleKeepAlivePeer(RawPeer):
     """Answers the first request of each connection (200, kept alive), then closes that
     connection without a word when the next request arrives on it: the race of a receiver
     closing an idle keep-alive connection just as the gateway reuses it. `requests` holds
     the Idempotency-Key of every request received, per connection."""
 
     def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.port = 0
+        super().__init__()
         self.requests: list[list[str]] = []
-        self.writers: list[asyncio.StreamWriter] = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
         seen: list[str] = []
         self.requests.append(seen)
         with contextlib.suppress(Exception):
@@ -243,19 +255,6 @@ class StaleKeepAlivePeer:
                 await writer.drain()
         writer.close()
 
-    async def start(self) -> StaleKeepAlivePeer:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1)
-
 
 @dataclass
 class ScriptedRequest:
@@ -271,14 +270,15 @@ class ScriptedRequest:
         return None
 
 
-class ScriptedPeer:
+class ScriptedPeer(RawPeer):
     """An HTTP/1.1 peer that answers each request with raw bytes from `answer(request)`:
     framings, interim answers and malformed replies no library server would send. An
     answer of None closes the connection without a word; `close_after`, or an answer given
     as (bytes, True), closes it after the answer; (bytes, "reset") resets it after the
     answer (SO_LINGER 0: an RST, as a peer that closes with unread request bytes sends);
-    (bytes, seconds) waits that long, then sends what follows in the next answer. Records every request with the connection it came on; `eofs` counts the
-    connections the client closed."""
+    (bytes, seconds) waits that long, then sends what follows in the next answer.
+    Records every request with the connection it came on; `eofs` counts the connections
+    the client closed."""
 
     def __init__(
         self,
@@ -286,20 +286,16 @@ class ScriptedPeer:
         close_after: bool = False,
         tls: Any = None,
     ) -> None:
+        super().__init__(tls)
         self.answer = answer or (lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         self.close_after = close_after
-        self.tls = tls
-        self.server: asyncio.Server | None = None
-        self.port = 0
         self.connections = 0
         self.eofs = 0
         self.requests: list[ScriptedRequest] = []
-        self.writers: list[asyncio.StreamWriter] = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number = self.connections
         self.connections += 1
-        self.writers.append(writer)
         with contextlib.suppress(Exception):
             while True:
                 try:
@@ -332,18 +328,5 @@ class ScriptedPeer:
                     break
         writer.close()
 
-    async def start(self) -> ScriptedPeer:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
     def url(self, path: str = "/hook", scheme: str = "http", host: str = "127.0.0.1") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
-
-    async def stop(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1)
