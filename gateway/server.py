@@ -29,6 +29,7 @@ from gateway.web.connections import (
     fit_to_descriptors,
 )
 from gateway.web.dispatch import route_webhooks_directly
+from gateway.web.fast_path import FastPath
 from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME
 
 log = logging.getLogger("gateway")
@@ -105,6 +106,8 @@ async def _serve(config: Config, watch: bool) -> int:
     await app[LIFECYCLE].drain()
     for listener in listeners:
         listener.close()
+    for listener in listeners:
+        await listener.finish(config.server.shutdown_grace)
     for runner in reversed(runners):
         await runner.cleanup()
     log.info("stopped")
@@ -144,8 +147,9 @@ async def _listen(
     limit, lowered = fit_to_descriptors(config.server.max_connections, outbound)
     if lowered:
         log.warning(lowered)
+    fast_path = FastPath.for_path(app, config.server.path, config.server.idle_timeout)
     listeners = [
-        Listener("webhook", runner, limit, metrics),
+        Listener("webhook", runner, limit, metrics, fast_path),
         Listener("admin", admin_runner, ADMIN_MAX_CONNECTIONS, metrics),
     ]
     try:

@@ -1,10 +1,12 @@
 """What a listener lets a connection do before it has sent a request: a cap on open
 connections, and malformed requests logged as one short line. Does I/O (sockets).
 
-Slow and idle clients: aiohttp closes a connection that has not completed a request head
-within its keep-alive timeout of opening or of its last answer (the timer runs from the
-connection's start, and a trickle of header bytes does not restart it); `serve` sets it to
-`server.idle_timeout`. A slow *body* is the webhook handler's own deadline.
+Slow and idle clients: a connection that has not completed a request head within
+`server.idle_timeout` of opening or of its last answer is closed (the timer runs from the
+connection's start, and a trickle of header bytes does not restart it): the webhook
+listener's fast path (gateway.web.fast_path) keeps that timer itself, and aiohttp's keep-alive
+timer, which `serve` sets to the same value, does once a connection is handed to it. A slow
+*body* is the webhook pipeline's own deadline.
 
 The cap: each listener counts its open connections; past `limit`, a new one gets a
 `503 too_many_connections` (IDWise retries) and is closed, a WARNING says so (at most every
@@ -34,6 +36,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from gateway.metrics import Metrics
+from gateway.web.fast_path import FastPath
 from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway.connections")
@@ -67,8 +70,16 @@ class Listener:
     """One listening socket whose protocol factory guards aiohttp's: `start` binds it,
     `close` stops accepting (the runner's cleanup then closes the open connections)."""
 
-    def __init__(self, name: str, runner: web.BaseRunner, limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        runner: web.BaseRunner,
+        limit: int,
+        metrics: Metrics,
+        fast_path: FastPath | None = None,
+    ) -> None:
         self.name = name
+        self.fast_path = fast_path
         self.limit = limit
         self.open = 0
         self.lingering = 0
@@ -87,6 +98,12 @@ class Listener:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    async def finish(self, grace: float) -> None:
+        """After `close`: the fast path's connections end (the runner's cleanup ends
+        aiohttp's), each request in flight answered within `grace`."""
+        if self.fast_path is not None:
+            await self.fast_path.shutdown(grace)
 
     def _protocol(self) -> asyncio.Protocol:
         return _Guarded(self)
@@ -160,15 +177,17 @@ def _phrase(status: int) -> str:
 
 
 class _Guarded(asyncio.Protocol):
-    """aiohttp's request handler behind the count, or a refusal past the limit. The handler
-    is made only once the connection is counted in."""
+    """The listener's fast path (if it has one) or aiohttp's request handler behind the
+    count, or a refusal past the limit. The protocol is made only once the connection is
+    counted in; the fast path hands the connection to aiohttp's handler with `_hand_over`."""
 
-    __slots__ = ("_inner", "_listener", "_refusal")
+    __slots__ = ("_inner", "_listener", "_refusal", "_transport")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._inner: asyncio.Protocol | None = None
         self._refusal: _Refusal | None = None
+        self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self._listener
@@ -177,8 +196,17 @@ class _Guarded(asyncio.Protocol):
             self._refusal = _Refusal(listener, transport)
             return
         listener.open += 1
-        self._inner = listener.handler()
+        self._transport = transport
+        fast = listener.fast_path
+        self._inner = listener.handler() if fast is None else fast.connection(self._hand_over)
         self._inner.connection_made(transport)
+
+    def _hand_over(self, buffered: bytes) -> None:
+        assert self._transport is not None
+        handler = self._inner = self._listener.handler()
+        handler.connection_made(self._transport)
+        if buffered:
+            handler.data_received(buffered)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
@@ -204,6 +232,7 @@ class _Guarded(asyncio.Protocol):
             self._listener.open -= 1
             self._inner.connection_lost(exc)
             self._inner = None
+            self._transport = None
         elif self._refusal is not None:
             self._refusal.lost()
             self._refusal = None

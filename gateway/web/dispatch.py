@@ -2,6 +2,10 @@
 the webhook pipeline; every other request takes the application's own way (router,
 middlewares, `Expect: 100-continue`, 404 and 405 answers). Request plumbing; no I/O.
 
+Most webhook POSTs never reach aiohttp at all (gateway.web.fast_path serves them off the
+socket); this route serves those the fast path hands over (chunked bodies, a header sent
+twice, HTTP/1.0, a connection that asked for something else first).
+
 Why: aiohttp's `Application._handle` (router lookup, match info, the cached middleware
 chain, the response-prepare signals) costs about a sixth of what bare aiohttp spends on a
 request (bench/RESULTS.md), and a webhook needs none of it: the pipeline writes its own log

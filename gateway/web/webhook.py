@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import NamedTuple
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.auth import authenticate, header_lines
 from gateway.config.model import Config
@@ -25,8 +27,8 @@ from gateway.logs import LOGGED, log_fields
 from gateway.metrics import Metrics
 from gateway.rules import match_rules
 from gateway.web.keys import LIFECYCLE, METRICS, RUNTIME, STORE
-from gateway.web.responses import error_response
-from gateway.web.wire import json_200
+from gateway.web.responses import error_body, error_response
+from gateway.web.wire import JSON_UTF8, json_200, wire_head
 
 log = logging.getLogger("gateway.webhook")
 
@@ -40,6 +42,8 @@ RETRY_LATER = {"Retry-After": "10"}
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+#: reads the request's body, at most the limit it is given (PayloadError, TimeoutError)
+BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 class Outcome(NamedTuple):
@@ -71,13 +75,19 @@ async def handle_webhook(app: web.Application, request: web.BaseRequest) -> web.
     """One webhook, start to answer. `app` is passed, not read from the request: the
     listener's direct route (gateway.web.dispatch) hands requests over unrouted."""
     request[LOGGED] = True  # this line replaces the access log's
-    outcome = await _ingest(app, request)
-    _count(app[METRICS], outcome)
-    _log(outcome)
+    outcome = await ingest(app, request.headers, request.remote, partial(_read_body, request))
+    record(app[METRICS], outcome)
     return _answer(request, outcome)
 
 
-async def _ingest(app: web.Application, request: web.BaseRequest) -> Outcome:
+async def ingest(
+    app: web.Application,
+    headers: CIMultiDictProxy[str],
+    remote: str | None,
+    read_body: BodyReader,
+) -> Outcome:
+    """The pipeline, from a request's head to its outcome; never raises for anything a
+    client sends. Shared by aiohttp's way (above) and the listener's fast path."""
     if app[LIFECYCLE].draining:
         return Outcome(
             "shutting_down", 503, "shutting_down", "shutting_down",
@@ -85,20 +95,20 @@ async def _ingest(app: web.Application, request: web.BaseRequest) -> Outcome:
         )  # fmt: skip
     config = app[RUNTIME].current  # one config for the whole request, whatever reloads happen
     try:
-        client = authenticate(config.auth, request.headers, request.remote)
+        client = authenticate(config.auth, headers, remote)
     except AuthError as exc:
-        return _refused(exc, config, request.remote)
+        return _refused(exc, config, remote)
     try:
-        _refuse_compressed(request)
-        raw = await _read_body(request, config.server.max_body_bytes)
+        _refuse_compressed(headers)
+        raw = await read_body(config.server.max_body_bytes)
         event = parse_event(raw)
     except PayloadError as exc:
         return Outcome("rejected", exc.status, exc.reason, exc.reason, str(exc))
     except TimeoutError:
         message = f"body not received within {BODY_TIMEOUT:g}s"
         return Outcome("rejected", 408, "body_timeout", "body_timeout", message)
-    source = str(client) if client else request.remote
-    return await _store(app, request, config, event, source)
+    source = str(client) if client else remote
+    return await _store(app, headers, config, event, source)
 
 
 def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
@@ -117,14 +127,14 @@ def _refused(exc: AuthError, config: Config, remote: str | None) -> Outcome:
     )  # fmt: skip
 
 
-def _refuse_compressed(request: web.BaseRequest) -> None:
+def _refuse_compressed(headers: CIMultiDictProxy[str]) -> None:
     # every Content-Encoding header counts: aiohttp would inflate a gzip body named by any of
     # them, so a second header must not smuggle a compressed (bomb) body past this check
-    if "Content-Encoding" not in request.headers:
+    if "Content-Encoding" not in headers:
         return
     encodings = {
         part.strip().lower()
-        for value in request.headers.getall("Content-Encoding", ())
+        for value in headers.getall("Content-Encoding", ())
         for part in value.split(",")
     }
     if encodings - {"", "identity"}:
@@ -161,7 +171,11 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
 
 
 async def _store(
-    app: web.Application, request: web.BaseRequest, config: Config, event: Event, source: str | None
+    app: web.Application,
+    headers: CIMultiDictProxy[str],
+    config: Config,
+    event: Event,
+    source: str | None,
 ) -> Outcome:
     routes, rules = match_rules(config.rules, config.unmatched, event.type, event.document)
     lifecycle = app[LIFECYCLE]
@@ -174,7 +188,7 @@ async def _store(
     lifecycle.waiting_for_commit += 1
     try:
         accepted = await app[STORE].accept(
-            event, routes, rules, source, _kept_headers(request, secret_headers)
+            event, routes, rules, source, _kept_headers(headers, secret_headers)
         )
     except StoreError as exc:
         return Outcome(
@@ -190,8 +204,9 @@ async def _store(
 _SHOWN_SCHEMES = {"basic": "Basic ****", "bearer": "Bearer ****"}
 
 
-def _kept_headers(request: web.BaseRequest, secret_header_names: Iterable[str]) -> dict[str, str]:
-    headers = request.headers
+def _kept_headers(
+    headers: CIMultiDictProxy[str], secret_header_names: Iterable[str]
+) -> dict[str, str]:
     kept: dict[str, str] = {}
     for name in KEPT_HEADERS:
         value = headers.get(name)
@@ -211,6 +226,12 @@ def _kept_headers(request: web.BaseRequest, secret_header_names: Iterable[str]) 
 
 
 # ---- from the outcome: one metric, one log line, one answer -------------------------------
+def record(metrics: Metrics, outcome: Outcome) -> None:
+    """The request's one metric and one log line."""
+    _count(metrics, outcome)
+    _log(outcome)
+
+
 def _count(metrics: Metrics, outcome: Outcome) -> None:
     if outcome.event is None:  # refused before we knew what it was
         metrics.reject(outcome.reason or outcome.outcome)
@@ -243,7 +264,7 @@ def _log(outcome: Outcome) -> None:
         }
     else:
         fields = {"msg_kind": "webhook", "outcome": outcome.outcome}
-    if outcome.outcome in ("accepted", "duplicate"):
+    if _stored(outcome):
         fields["rules"] = outcome.rules  # tuples are written as JSON lists
         fields["destinations"] = outcome.destinations
     else:
@@ -253,14 +274,30 @@ def _log(outcome: Outcome) -> None:
     log_fields(log, level, message, fields)
 
 
+def _stored(outcome: Outcome) -> bool:
+    return outcome.outcome in ("accepted", "duplicate")
+
+
+def _body_of_200(outcome: Outcome) -> bytes:
+    assert outcome.event is not None
+    return b'{"status":"%s","eventId":%s}' % (
+        outcome.outcome.encode(),
+        encode_basestring_ascii(outcome.event.dedupe_key).encode(),  # = json.dumps(key)
+    )
+
+
 def _answer(request: web.BaseRequest, outcome: Outcome) -> web.StreamResponse:
-    if outcome.outcome in ("accepted", "duplicate"):
-        assert outcome.event is not None
-        body = b'{"status":"%s","eventId":%s}' % (
-            outcome.outcome.encode(),
-            encode_basestring_ascii(outcome.event.dedupe_key).encode(),  # = json.dumps(key)
-        )
-        return json_200(request, body)
+    if _stored(outcome):
+        return json_200(request, _body_of_200(outcome))
     return error_response(
         outcome.status, outcome.error or "error", outcome.message, **outcome.headers
     )
+
+
+def wire_answer(outcome: Outcome, keep_alive: bool) -> bytes:
+    """The same answer as bytes for an HTTP/1.1 connection (the listener's fast path)."""
+    if _stored(outcome):
+        body = _body_of_200(outcome)
+        return wire_head(len(body), keep_alive) + body
+    body = error_body(outcome.error or "error", outcome.message)
+    return wire_head(len(body), keep_alive, outcome.status, JSON_UTF8, outcome.headers) + body

@@ -1,5 +1,6 @@
-"""The webhook's 200, written to the connection in one piece. Request plumbing; writes to
-the transport.
+"""The webhook's answers as bytes: the 200 written to aiohttp's connection in one piece,
+and the head of every answer the listener's fast path writes itself. Request plumbing;
+writes to the transport.
 
 Why: for an answer that is always the same shape (200, a JSON body of a few dozen bytes),
 aiohttp's response path (headers in a multidict, the status line and headers serialized,
@@ -15,6 +16,8 @@ reads back (checked once at import: otherwise every answer is an ordinary Respon
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -36,11 +39,26 @@ def _fields_present() -> bool:
 AVAILABLE = _fields_present()
 
 _CLOSE = "Connection: close\r\n"
+_NONE: Mapping[str, str] = {}
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+JSON = "application/json"
+#: what aiohttp's json_response sends, so error answers read the same on both ways
+JSON_UTF8 = "application/json; charset=utf-8"
 
 
-def wire_head(length: int, keep_alive: bool) -> bytes:
+def wire_head(
+    length: int,
+    keep_alive: bool,
+    status: int = 200,
+    content_type: str = JSON,
+    headers: Mapping[str, str] = _NONE,
+) -> bytes:
+    """An HTTP/1.1 status line and headers as aiohttp would write them for a body of
+    `length` bytes; `headers` are the gateway's own (Retry-After, WWW-Authenticate)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) if headers else ""
     return (
-        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+        f"HTTP/1.1 {status} {_PHRASES[status]}\r\n{extra}"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
         f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n"
         f"{'' if keep_alive else _CLOSE}\r\n"
     ).encode("ascii")

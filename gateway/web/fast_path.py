@@ -1,0 +1,314 @@
+"""The webhook listener's fast path: a plain webhook POST is read, run through the webhook
+pipeline and answered on the connection itself; the first request it does not recognise
+hands the connection to aiohttp for good. Does I/O (the connection's transport).
+
+Why: aiohttp's server side (its parser's request message, the payload stream, the request
+object, the handler task's loop, the response writer) cost about 75 us of CPU a request on
+this kind of machine where reading the same request straight off the bytes cost about 25
+(bench/RESULTS.md, issue 15, sixth pass), and it was the larger part of what a webhook cost.
+
+What it keeps from aiohttp's way, so that a client cannot tell them apart:
+- the requests it serves are those gateway.web.http_head recognises (the same headers and
+  framing aiohttp's parser would give); anything else is aiohttp's, from its first byte;
+- the same pipeline (gateway.web.webhook.ingest), answers, log line and metric;
+- keep-alive, `Connection: close`, pipelined requests answered in order, a client that
+  sends and does not read (no new request is read while the answer waits to be sent);
+- the listener's idle timeout (no complete head within `server.idle_timeout` of opening or
+  of the last answer: closed) and the body's own deadline (408 after BODY_TIMEOUT);
+- an answer given before the body arrived (401, 503) ends the connection gently: half-closed,
+  what the client still sends read and dropped for a moment, so the answer is not lost to a
+  reset;
+- a pipeline in flight is not cancelled when its client leaves (its event is stored; the
+  client retries and gets `duplicate`); shutdown lets it finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import cast
+
+from aiohttp import web
+
+from gateway.errors import PayloadError
+from gateway.web.http_head import HAND_OVER, MAX_HEAD, RequestHead, read_head, request_line
+from gateway.web.keys import METRICS, RUNTIME
+from gateway.web.webhook import BODY_TIMEOUT, Outcome, ingest, record, wire_answer
+
+log = logging.getLogger("gateway.webhook")
+
+#: an answer given before its body arrived: the connection is read and dropped this long
+LINGER = 2.0
+_INTERNAL = Outcome("internal", 500, "internal", "internal", "internal error")
+_TRUNCATED = "body shorter than its Content-Length"
+
+HandOverTo = Callable[[bytes], None]
+
+
+class FastPath:
+    """What one listener's fast connections share, and those connections (for shutdown)."""
+
+    def __init__(self, app: web.Application, line: bytes, idle_timeout: float) -> None:
+        self.app = app
+        self.line = line
+        self.idle_timeout = idle_timeout
+        self.connections: set[WebhookConnection] = set()
+        self._emptied: asyncio.Event | None = None
+
+    @classmethod
+    def for_path(cls, app: web.Application, path: str, idle_timeout: float) -> FastPath | None:
+        """The fast path for webhooks POSTed to `path`, or None when the path is not one
+        it can recognise byte for byte (every request then takes aiohttp's way)."""
+        line = request_line(path)
+        return None if line is None else cls(app, line, idle_timeout)
+
+    def connection(self, hand_over: HandOverTo) -> WebhookConnection:
+        return WebhookConnection(self, hand_over)
+
+    def closed(self, connection: WebhookConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._emptied is not None:
+            self._emptied.set()
+
+    async def shutdown(self, grace: float) -> None:
+        """Idle connections close now; one with a request in flight closes once answered,
+        within `grace`, else it is cut."""
+        for connection in list(self.connections):
+            connection.finish()
+        if self.connections:
+            self._emptied = asyncio.Event()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._emptied.wait()
+            except TimeoutError:
+                for connection in list(self.connections):
+                    connection.cut()
+
+
+class WebhookConnection(asyncio.Protocol):
+    """One connection on the fast path, until it is handed over or closed."""
+
+    def __init__(self, fast: FastPath, hand_over: HandOverTo) -> None:
+        self._fast = fast
+        self._hand_over_to = hand_over
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._buffer: bytes | bytearray = b""
+        self._start = 0  # where, in the buffer, the request being read or served starts
+        self._body_start = 0
+        self._head: RequestHead | None = None  # the request in flight
+        self._body_end = 0
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self._eof = False
+        self._finishing = False  # shutdown: close once the request in flight is answered
+        self._lingering = False
+
+    # ---- asyncio's calls -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple | list) and peer else None
+        self._fast.connections.add(self)
+        self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # what a client sends after an early answer is dropped
+        buffer = self._buffer
+        if not buffer:
+            self._buffer = data
+        elif isinstance(buffer, bytearray):
+            buffer += data
+        else:
+            self._buffer = bytearray(buffer) + data
+        if self._head is None:
+            self._next_request()
+            return
+        waiter = self._body_waiter
+        if waiter is not None and len(self._buffer) >= self._body_end and not waiter.done():
+            waiter.set_result(None)
+        elif len(self._buffer) - self._body_end > MAX_HEAD:
+            self._pause_reading()  # pipelined requests wait their turn, within bounds
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._head is None or self._lingering:
+            return False  # nothing in flight: the transport closes
+        self._truncated()
+        return True  # answer the request in flight, then close
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._cancel_idle()
+        self._truncated()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._fast.closed(self)
+
+    # ---- the requests ---------------------------------------------------------------------
+    def _next_request(self) -> None:
+        fast = self._fast
+        max_body = fast.app[RUNTIME].current.server.max_body_bytes
+        head = read_head(self._buffer, self._start, fast.line, max_body)
+        if head is None:
+            return
+        if head is HAND_OVER:
+            self._hand_over()
+            return
+        assert isinstance(head, RequestHead)
+        self._cancel_idle()
+        self._head = head
+        self._body_start = self._start + head.size
+        self._body_end = self._body_start + head.content_length
+        self._task = self._loop.create_task(self._serve(head))
+
+    async def _serve(self, head: RequestHead) -> None:
+        app = self._fast.app
+        try:
+            outcome = await ingest(app, head.headers, self._remote, self._read_body)
+            record(app[METRICS], outcome)
+        except Exception:  # a bug: the same JSON 500 as aiohttp's way, never a traceback out
+            log.exception("unhandled error", extra={"fields": {"path": self._fast.line[5:-11]}})
+            outcome = _INTERNAL
+        transport = self._transport
+        if transport is None:
+            return  # the client left; its event, if stored, is a duplicate on its retry
+        received = len(self._buffer) >= self._body_end
+        keep_alive = (
+            head.keep_alive
+            and received
+            and not self._eof
+            and not self._finishing
+            and outcome is not _INTERNAL
+        )
+        transport.write(wire_answer(outcome, keep_alive))
+        if not keep_alive:
+            self._end(received)
+            return
+        self._consumed()
+        if self._writing_paused:  # a client that sends and does not read: wait for it
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+            self._drain_waiter = None
+            if self._transport is None:
+                return
+        self._head = None
+        self._task = None
+        if self._finishing:
+            self._end(True)
+            return
+        self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if len(self._buffer) > self._start:
+            self._next_request()
+
+    async def _read_body(self, limit: int) -> bytes:
+        head = self._head
+        assert head is not None
+        if head.content_length > limit:  # a reload lowered the limit since the head was read
+            raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
+        if len(self._buffer) < self._body_end:
+            if self._eof or self._transport is None:
+                raise PayloadError("truncated_body", _TRUNCATED)
+            self._body_waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    await self._body_waiter
+            finally:
+                self._body_waiter = None
+        body = self._buffer[self._body_start : self._body_end]
+        return body if isinstance(body, bytes) else bytes(body)
+
+    def _consumed(self) -> None:
+        """The request served is dropped from the buffer. Pipelined requests are not sliced
+        off one by one (each slice would copy the rest: quadratic in a long pipeline); the
+        buffer is cut once what was served is at least half of it."""
+        buffer, end = self._buffer, self._body_end
+        if end >= len(buffer):
+            self._buffer, self._start = b"", 0
+        elif end > len(buffer) - end:
+            self._buffer, self._start = buffer[end:], 0
+        else:
+            self._start = end
+
+    def _truncated(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(PayloadError("truncated_body", _TRUNCATED))
+
+    # ---- the connection's end -------------------------------------------------------------
+    def _hand_over(self) -> None:
+        """aiohttp takes the connection, starting with the bytes not yet served."""
+        self._cancel_idle()
+        self._fast.closed(self)
+        buffer = bytes(self._buffer[self._start :])
+        self._buffer = b""
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._hand_over_to(buffer)
+
+    def _end(self, received: bool) -> None:
+        """After the last answer: closed at once when the client sent nothing more, else
+        half-closed and read (and dropped) until the client closes or LINGER passes."""
+        transport = self._transport
+        if transport is None:
+            return
+        if self._eof or (received and len(self._buffer) == self._body_end):
+            transport.close()
+            return
+        self._lingering = True
+        self._buffer = b""
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGER, transport.close)
+
+    def _idle_out(self) -> None:
+        self._idle = None
+        if self._head is None and self._transport is not None:
+            self._transport.close()
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def finish(self) -> None:
+        """Shutdown: close now if idle, else once the request in flight is answered."""
+        self._finishing = True
+        if self._head is None and self._transport is not None:
+            self._transport.close()
+
+    def cut(self) -> None:
+        """Shutdown's grace is over: the request in flight gets no answer."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
