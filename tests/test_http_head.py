@@ -123,6 +123,7 @@ HANDED_OVER = {
     "Expect": webhook(b"Expect: 100-continue"),
     "Upgrade": webhook(b"Upgrade: websocket", b"Connection: Upgrade"),
     "Connection naming a header": webhook(b"Connection: keep-alive, X-Secret"),
+    "Proxy-Connection": webhook(b"Proxy-Connection: close"),
     "Content-Encoding": webhook(b"Content-Encoding: gzip"),
     "identity Content-Encoding": webhook(b"Content-Encoding: identity"),
     "old WebSocket key": webhook(b"Sec-WebSocket-Key1: 1"),
@@ -255,6 +256,7 @@ NAMES = st.one_of(
             b"Authorization",
             b"X-Forwarded-For",
             b"Upgrade",
+            b"Proxy-Connection",
         ]
     ),
     st.text("abcXYZ-_!#~:\t \x00é", min_size=1, max_size=6).map(lambda t: t.encode()),

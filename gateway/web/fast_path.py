@@ -7,19 +7,26 @@ object, the handler task's loop, the response writer) cost about 75 us of CPU a 
 this kind of machine where reading the same request straight off the bytes cost about 25
 (bench/RESULTS.md, issue 15, sixth pass), and it was the larger part of what a webhook cost.
 
-What it keeps from aiohttp's way, so that a client cannot tell them apart:
+What it keeps from aiohttp's way:
 - the requests it serves are those gateway.web.http_head recognises (the same headers and
   framing aiohttp's parser would give); anything else is aiohttp's, from its first byte;
 - the same pipeline (gateway.web.webhook.ingest), answers, log line and metric;
-- keep-alive, `Connection: close`, pipelined requests answered in order, a client that
-  sends and does not read (no new request is read while the answer waits to be sent);
+- keep-alive, `Connection: close`, pipelined requests answered in order, TCP keep-alive;
 - the listener's idle timeout (no complete head within `server.idle_timeout` of opening or
-  of the last answer: closed) and the body's own deadline (408 after BODY_TIMEOUT);
-- an answer given before the body arrived (401, 503) ends the connection gently: half-closed,
-  what the client still sends read and dropped for a moment, so the answer is not lost to a
-  reset;
+  of the last answer: closed; a client that trickles the start of a webhook's request line
+  and then turns to another request gets aiohttp's own timer on top, so at most twice that)
+  and the body's own deadline (408 after BODY_TIMEOUT);
 - a pipeline in flight is not cancelled when its client leaves (its event is stored; the
   client retries and gets `duplicate`); shutdown lets it finish within the grace period.
+
+Where it differs, on purpose:
+- a client is read no faster than it is served (at most MAX_HEAD bytes past the request in
+  flight), and one that sends and does not read its answers is cut off after
+  `server.idle_timeout` without taking any (aiohttp's way waits for it as long as it stays);
+- an answer given before the body arrived (401, 503) ends the connection: half-closed, and
+  what the client still sends read and dropped for LINGER, so the answer is not lost to a
+  reset (aiohttp reads the rest of the body and keeps the connection); a 500 (a bug) ends it
+  too.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
+from aiohttp.tcp_helpers import tcp_keepalive
 
 from gateway.errors import PayloadError
 from gateway.web.http_head import HAND_OVER, MAX_HEAD, RequestHead, read_head, request_line
@@ -115,6 +123,7 @@ class WebhookConnection(asyncio.Protocol):
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self._remote = peer[0] if isinstance(peer, tuple | list) and peer else None
+        tcp_keepalive(transport)  # as aiohttp's handler: dead peers are found by the kernel
         self._fast.connections.add(self)
         self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
 
@@ -134,8 +143,7 @@ class WebhookConnection(asyncio.Protocol):
         waiter = self._body_waiter
         if waiter is not None and len(self._buffer) >= self._body_end and not waiter.done():
             waiter.set_result(None)
-        elif len(self._buffer) - self._body_end > MAX_HEAD:
-            self._pause_reading()  # pipelined requests wait their turn, within bounds
+        self._flow()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -167,17 +175,17 @@ class WebhookConnection(asyncio.Protocol):
         fast = self._fast
         max_body = fast.app[RUNTIME].current.server.max_body_bytes
         head = read_head(self._buffer, self._start, fast.line, max_body)
-        if head is None:
-            return
         if head is HAND_OVER:
             self._hand_over()
             return
-        assert isinstance(head, RequestHead)
-        self._cancel_idle()
-        self._head = head
-        self._body_start = self._start + head.size
-        self._body_end = self._body_start + head.content_length
-        self._task = self._loop.create_task(self._serve(head))
+        if head is not None:
+            assert isinstance(head, RequestHead)
+            self._cancel_idle()
+            self._head = head
+            self._body_start = self._start + head.size
+            self._body_end = self._body_start + head.content_length
+            self._task = self._loop.create_task(self._serve(head))
+        self._flow()
 
     async def _serve(self, head: RequestHead) -> None:
         app = self._fast.app
@@ -185,7 +193,8 @@ class WebhookConnection(asyncio.Protocol):
             outcome = await ingest(app, head.headers, self._remote, self._read_body)
             record(app[METRICS], outcome)
         except Exception:  # a bug: the same JSON 500 as aiohttp's way, never a traceback out
-            log.exception("unhandled error", extra={"fields": {"path": self._fast.line[5:-11]}})
+            path = self._fast.line[5:-11].decode()
+            log.exception("unhandled error", extra={"fields": {"path": path}})
             outcome = _INTERNAL
         transport = self._transport
         if transport is None:
@@ -203,23 +212,32 @@ class WebhookConnection(asyncio.Protocol):
             self._end(received)
             return
         self._consumed()
-        if self._writing_paused:  # a client that sends and does not read: wait for it
-            self._drain_waiter = self._loop.create_future()
-            await self._drain_waiter
-            self._drain_waiter = None
-            if self._transport is None:
-                return
+        if self._writing_paused and not await self._drained():
+            return
         self._head = None
         self._task = None
         if self._finishing:
             self._end(True)
             return
         self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
         if len(self._buffer) > self._start:
             self._next_request()
+        else:
+            self._flow()
+
+    async def _drained(self) -> bool:
+        """Wait for a client that sends and does not read to take its answers (meanwhile
+        it is not read either); one that takes none for `idle_timeout` is cut off."""
+        self._drain_waiter = self._loop.create_future()
+        try:
+            async with asyncio.timeout(self._fast.idle_timeout):
+                await self._drain_waiter
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+        finally:
+            self._drain_waiter = None
+        return self._transport is not None and not self._transport.is_closing()
 
     async def _read_body(self, limit: int) -> bytes:
         head = self._head
@@ -249,6 +267,7 @@ class WebhookConnection(asyncio.Protocol):
             self._buffer, self._start = buffer[end:], 0
         else:
             self._start = end
+        self._body_start = self._body_end = self._start
 
     def _truncated(self) -> None:
         waiter = self._body_waiter
@@ -295,10 +314,19 @@ class WebhookConnection(asyncio.Protocol):
             self._idle.cancel()
             self._idle = None
 
-    def _pause_reading(self) -> None:
-        if not self._reading_paused and self._transport is not None:
-            self._reading_paused = True
-            self._transport.pause_reading()
+    def _flow(self) -> None:
+        """Read while at most MAX_HEAD bytes past the request in flight wait their turn
+        (pipelined requests), else pause: a client is read no faster than it is served."""
+        transport = self._transport
+        if transport is None:
+            return
+        if len(self._buffer) - self._body_end > MAX_HEAD:
+            if not self._reading_paused:
+                self._reading_paused = True
+                transport.pause_reading()
+        elif self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
 
     def finish(self) -> None:
         """Shutdown: close now if idle, else once the request in flight is answered."""

@@ -11,11 +11,11 @@ one shape,
     name: value                (tokens and visible characters, each name once)
 
 and everything outside it (another method, target or version, Transfer-Encoding, Expect,
-Upgrade, Content-Encoding, a header sent twice, obs-fold, a bare CR or LF, a control
-character, a head over MAX_HEAD) is `HAND_OVER`: aiohttp parses it and answers exactly as it
-did before the fast path existed. A request recognised here is one aiohttp would also have
-parsed, with the same headers and the same framing (tests/web/test_http_head.py checks that
-against aiohttp's own parser).
+Upgrade, Content-Encoding, Proxy-Connection, a header sent twice, obs-fold, a bare CR or
+LF, a control character, a head over MAX_HEAD) is `HAND_OVER`: aiohttp parses it and
+answers exactly as it did before the fast path existed. A request recognised here is one
+aiohttp would also have parsed, with the same headers, keep-alive and framing
+(tests/test_http_head.py checks that against aiohttp's own parser).
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 #: headers whose meaning the fast path leaves to aiohttp and the routed pipeline
 _HANDED_OVER: Final = frozenset(
-    {"transfer-encoding", "expect", "upgrade", "content-encoding", "sec-websocket-key1"}
+    {
+        "transfer-encoding",
+        "expect",
+        "upgrade",
+        "content-encoding",
+        "sec-websocket-key1",
+        "proxy-connection",  # llhttp reads it as Connection
+    }
 )
 
 
