@@ -5,23 +5,29 @@ answers a client cannot tell from aiohttp's."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import socket
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from gateway.config.load import load_config
+from gateway.web.app import create_app
+from gateway.web.fast_path import FastPath
 from tests.support.config import base_config, write_config
 from tests.support.payloads import payload
 from tests.support.process import GatewayProcess
-from tests.support.raw_http import RawConnection, RawResponse, request_bytes
+from tests.support.raw_http import RawConnection, RawResponse, chunked, request_bytes
 from tests.support.store import event_count, stored_keys
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.slow  # real gateway processes
+pytestmark = pytest.mark.slow  # real gateway processes and sockets
 
 _ids = itertools.count()
 
@@ -178,6 +184,37 @@ def test_a_client_that_leaves_mid_body_stores_nothing(gateway: GatewayProcess) -
         accepted(conn.response(), event_id)
 
 
+def test_requests_sent_before_the_clients_half_close_are_all_answered(
+    gateway: GatewayProcess,
+) -> None:
+    first, second = fresh("half"), fresh("half")
+    with RawConnection(port_of(gateway)) as conn:
+        conn.send(webhook(first) + webhook(second))
+        conn.sock.shutdown(socket.SHUT_WR)
+        accepted(conn.response(), first)
+        accepted(conn.response(), second)
+        assert closed_by_server(conn)
+
+
+def test_a_reset_mid_body_on_aiohttps_way_is_no_error(gateway: GatewayProcess) -> None:
+    """A chunked webhook (aiohttp's way) whose client resets the connection mid-body:
+    nothing stored, and no ERROR with a traceback in the log."""
+    data = request_bytes(
+        chunked(payload("Finished Journey", event_id=fresh("chunked-reset"))),
+        headers=[("Transfer-Encoding", "chunked")],
+        close=False,
+    )
+    before = event_count(db_of(gateway))
+    client = socket.create_connection(("127.0.0.1", port_of(gateway)))
+    client.sendall(data[: len(data) // 2])
+    time.sleep(0.2)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    time.sleep(0.5)
+    assert "Traceback" not in gateway.logs()
+    assert event_count(db_of(gateway)) == before
+
+
 # ------------------------------------------------------------------- a long pipeline
 def test_a_long_pipeline_read_late_is_answered_in_order_and_stored(
     gateway: GatewayProcess,
@@ -316,3 +353,103 @@ def test_shutdown_answers_the_request_in_flight_then_closes(tmp_path: Path) -> N
         wait_until(lambda: "stopped" in gateway.logs(), timeout=5)
     finally:
         gateway.stop()
+
+
+def test_a_client_that_resets_while_its_webhook_commits_leaves_no_traceback(
+    gateway: GatewayProcess,
+) -> None:
+    """A webhook and a health probe in one write, then a reset while the webhook commits:
+    the probe must not be handed to aiohttp on a connection already closing (aiohttp's
+    handler then failed with a traceback in the log)."""
+    linger = struct.pack("ii", 1, 0)  # close() sends a reset
+    for attempt in range(300):
+        client = socket.create_connection(("127.0.0.1", port_of(gateway)))
+        client.sendall(
+            webhook(fresh("reset"))
+            + request_bytes(None, method="GET", path="/healthz", auth=False, close=False)
+        )
+        time.sleep((attempt % 5) / 1000)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        client.close()
+    time.sleep(0.5)
+    logs = gateway.logs()
+    assert "Traceback" not in logs and "exception was never retrieved" not in logs, logs[-3000:]
+
+
+# ------------------------------------- answers left unread (in process, small kernel buffers)
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[web.Application]:
+    application = create_app(load_config(write_config(tmp_path, base_config(tmp_path))))
+    runner = web.AppRunner(application)
+    await runner.setup()
+    try:
+        yield application
+    finally:
+        await runner.cleanup()
+
+
+async def small_buffered_connection(
+    app: web.Application, idle_timeout: float
+) -> tuple[FastPath, socket.socket]:
+    """A fast-path connection over real TCP whose kernel buffers hold only a few KB each
+    way, so the answers a client leaves unread soon wait in the transport's own buffer."""
+    fast = FastPath.for_path(app, "/webhooks/idwise", idle_timeout)
+    assert fast is not None
+    listening = socket.create_server(("127.0.0.1", 0))
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(listening.getsockname())
+    accepted_socket, _ = listening.accept()
+    listening.close()
+    accepted_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    handed: list[bytes] = []
+    await asyncio.get_running_loop().connect_accepted_socket(
+        lambda: fast.connection(handed.append), accepted_socket
+    )
+    return fast, client
+
+
+@pytest.mark.parametrize("last", ["keep-alive", "close"])
+async def test_a_connection_closed_with_answers_unread_is_cut_off(
+    app: web.Application, last: str
+) -> None:
+    """100 answers the client never reads (under the transport's high-water mark, so
+    writing is never paused), then the connection ends: by the idle timeout, or because
+    the last request said `Connection: close`. A close waits for the answers to be sent,
+    for ever without a deadline; the connection must be cut off instead."""
+    fast, client = await small_buffered_connection(app, idle_timeout=0.5)
+    with client:
+        requests = [request_bytes(b"{}", auth=False, close=False)] * 99
+        requests.append(request_bytes(b"{}", auth=False, close=(last == "close")))
+        client.sendall(b"".join(requests))
+        for _ in range(40):  # 4 s: the idle timeout, then as long again to take the answers
+            await asyncio.sleep(0.1)
+            if not fast.connections:
+                break
+        assert not fast.connections, "a connection whose client reads nothing stayed open"
+
+
+async def test_a_client_that_reads_slowly_but_steadily_is_not_cut_off(
+    app: web.Application,
+) -> None:
+    """The client takes its answers more slowly than the idle timeout would allow for all
+    of them, but takes some all along: it is served to the end, not cut off."""
+    _fast, client = await small_buffered_connection(app, idle_timeout=0.3)
+    with client:
+        client.sendall(request_bytes(b"{}", auth=False, close=False) * 400)
+        client.setblocking(False)
+        received = b""
+        for _ in range(200):  # 4 KB every 0.05 s at most, 10 s in all
+            await asyncio.sleep(0.05)
+            try:
+                chunk = client.recv(4096)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                break
+            if not chunk:
+                break
+            received += chunk
+            if received.count(b"HTTP/1.1 401 ") == 400:
+                break
+        assert received.count(b"HTTP/1.1 401 ") == 400

@@ -110,7 +110,8 @@ class WebhookConnection(asyncio.Protocol):
         self._body_end = 0
         self._body_waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle: _Quiet | None = None
+        self._deadline: asyncio.TimerHandle | _Quiet | None = None  # a linger's or close's end
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -125,7 +126,7 @@ class WebhookConnection(asyncio.Protocol):
         self._remote = peer[0] if isinstance(peer, tuple | list) and peer else None
         tcp_keepalive(transport)  # as aiohttp's handler: dead peers are found by the kernel
         self._fast.connections.add(self)
-        self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
+        self._idle = self._quiet(self._idle_out)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -164,6 +165,9 @@ class WebhookConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._cancel_idle()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._truncated()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -197,47 +201,45 @@ class WebhookConnection(asyncio.Protocol):
             log.exception("unhandled error", extra={"fields": {"path": path}})
             outcome = _INTERNAL
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             return  # the client left; its event, if stored, is a duplicate on its retry
         received = len(self._buffer) >= self._body_end
         keep_alive = (
-            head.keep_alive
-            and received
-            and not self._eof
-            and not self._finishing
-            and outcome is not _INTERNAL
+            head.keep_alive and received and not self._finishing and outcome is not _INTERNAL
         )
         transport.write(wire_answer(outcome, keep_alive))
         if not keep_alive:
             self._end(received)
             return
         self._consumed()
-        if self._writing_paused and not await self._drained():
+        if self._writing_paused and not await self._drained(transport):
             return
         self._head = None
         self._task = None
         if self._finishing:
             self._end(True)
             return
-        self._idle = self._loop.call_later(self._fast.idle_timeout, self._idle_out)
         if len(self._buffer) > self._start:
-            self._next_request()
+            self._next_request()  # pipelined: served now (even after the client's EOF)
         else:
             self._flow()
+        if self._head is None and self._transport is not None:  # nothing more to serve now
+            if self._eof:
+                self._close()  # and nothing more will come
+            else:
+                self._idle = self._quiet(self._idle_out)
 
-    async def _drained(self) -> bool:
+    async def _drained(self, transport: asyncio.Transport) -> bool:
         """Wait for a client that sends and does not read to take its answers (meanwhile
-        it is not read either); one that takes none for `idle_timeout` is cut off."""
+        it is not read either); one that takes nothing for `idle_timeout` is cut off."""
         self._drain_waiter = self._loop.create_future()
+        cut_off = self._quiet(transport.abort)
         try:
-            async with asyncio.timeout(self._fast.idle_timeout):
-                await self._drain_waiter
-        except TimeoutError:
-            if self._transport is not None:
-                self._transport.abort()
+            await self._drain_waiter  # resume_writing, or connection_lost
         finally:
+            cut_off.cancel()
             self._drain_waiter = None
-        return self._transport is not None and not self._transport.is_closing()
+        return self._transport is not None and not transport.is_closing()
 
     async def _read_body(self, limit: int) -> bytes:
         head = self._head
@@ -281,9 +283,12 @@ class WebhookConnection(asyncio.Protocol):
         self._fast.closed(self)
         buffer = bytes(self._buffer[self._start :])
         self._buffer = b""
-        if self._reading_paused and self._transport is not None:
+        transport, self._transport = self._transport, None  # this protocol is done with it
+        if transport is None or transport.is_closing():
+            return  # the connection is ending: aiohttp would start and stop on a dead one
+        if self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            transport.resume_reading()
         self._hand_over_to(buffer)
 
     def _end(self, received: bool) -> None:
@@ -293,7 +298,7 @@ class WebhookConnection(asyncio.Protocol):
         if transport is None:
             return
         if self._eof or (received and len(self._buffer) == self._body_end):
-            transport.close()
+            self._close()
             return
         self._lingering = True
         self._buffer = b""
@@ -302,12 +307,31 @@ class WebhookConnection(asyncio.Protocol):
             transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-        self._loop.call_later(LINGER, transport.close)
+        self._set_deadline(self._loop.call_later(LINGER, self._close))
+
+    def _close(self) -> None:
+        """Close once what was written is sent; a client that takes none of it within
+        `idle_timeout` is cut off (uvloop's close alone waits for it as long as it stays)."""
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self._set_deadline(self._quiet(transport.abort))
+
+    def _set_deadline(self, deadline: asyncio.TimerHandle | _Quiet) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = deadline
+
+    def _quiet(self, callback: Callable[[], object]) -> _Quiet:
+        assert self._transport is not None
+        return _Quiet(self._loop, self._transport, self._fast.idle_timeout, callback)
 
     def _idle_out(self) -> None:
         self._idle = None
-        if self._head is None and self._transport is not None:
-            self._transport.close()
+        if self._head is None:
+            self._close()
 
     def _cancel_idle(self) -> None:
         if self._idle is not None:
@@ -331,8 +355,8 @@ class WebhookConnection(asyncio.Protocol):
     def finish(self) -> None:
         """Shutdown: close now if idle, else once the request in flight is answered."""
         self._finishing = True
-        if self._head is None and self._transport is not None:
-            self._transport.close()
+        if self._head is None:
+            self._close()
 
     def cut(self) -> None:
         """Shutdown's grace is over: the request in flight gets no answer."""
@@ -340,3 +364,37 @@ class WebhookConnection(asyncio.Protocol):
             self._task.cancel()
         if self._transport is not None:
             self._transport.abort()
+
+
+class _Quiet:
+    """Calls `callback` once the client has gone `delay` without taking any of what was
+    written to it (the transport's unsent bytes did not shrink). With nothing unsent it is
+    a plain timer: the idle timeout. A client still taking its answers, however slowly, is
+    never idle: each `delay` in which it took some starts another."""
+
+    __slots__ = ("_callback", "_delay", "_handle", "_loop", "_transport", "_unsent")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.Transport,
+        delay: float,
+        callback: Callable[[], object],
+    ) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._delay = delay
+        self._callback = callback
+        self._unsent = transport.get_write_buffer_size()
+        self._handle = loop.call_later(delay, self._check)
+
+    def _check(self) -> None:
+        unsent = self._transport.get_write_buffer_size()
+        if 0 < unsent < self._unsent:
+            self._unsent = unsent
+            self._handle = self._loop.call_later(self._delay, self._check)
+            return
+        self._callback()
+
+    def cancel(self) -> None:
+        self._handle.cancel()

@@ -146,6 +146,13 @@ def _refuse_compressed(headers: CIMultiDictProxy[str]) -> None:
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    try:
+        return await _read_payload(request, limit)
+    except ConnectionError:  # the client reset the connection mid-body: nothing to answer
+        raise PayloadError("truncated_body", "connection lost before the body ended") from None
+
+
+async def _read_payload(request: web.BaseRequest, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadError("too_large", f"body larger than {limit} bytes", 413)
