@@ -65,8 +65,8 @@ def test_connection_close_is_read(value: bytes, keep_alive: bool) -> None:
     assert head.keep_alive is keep_alive
 
 
-def test_values_lose_their_surrounding_whitespace_and_keep_obs_text() -> None:
-    head = read_head(webhook(b"X-Name: \t caf\xc3\xa9 \xff \t"), 0, LINE, MAX_BODY)
+def test_values_lose_their_leading_whitespace_and_keep_obs_text() -> None:
+    head = read_head(webhook(b"X-Name: \t caf\xc3\xa9 \xff"), 0, LINE, MAX_BODY)
     assert isinstance(head, RequestHead)
     # as aiohttp decodes: UTF-8, with surrogateescape for what is not
     assert head.headers["X-Name"] == "café \udcff"
@@ -148,6 +148,10 @@ HANDED_OVER = {
     "a bare LF in a value": webhook(b"X-Name: a\nb"),
     "a bare LF between headers": webhook(b"X-Name: a\nX-Other: b"),
     "NUL in a value": webhook(b"X-Name: a\x00b"),
+    # aiohttp 3.14.0-3.14.4 keep trailing whitespace in a value, later ones drop it
+    "a value ending in a space": webhook(b"X-Name: a "),
+    "a value ending in a tab": webhook(b"X-Name: a\t"),
+    "a Content-Length ending in a space": webhook(b"Content-Length: %d " % len(BODY), length=False),
     "DEL in a value": webhook(b"X-Name: a\x7fb"),
     "a control character in a value": webhook(b"X-Name: a\x01b"),
     "too many headers": webhook(*[b"X-H%d: v" % n for n in range(MAX_FIELDS)]),
