@@ -88,6 +88,17 @@ def test_webhooks_on_one_connection_are_each_answered_and_stored(gateway: Gatewa
     assert set(ids) <= stored_keys(db_of(gateway))
 
 
+def test_each_200_is_written_only_once_its_event_is_committed(gateway: GatewayProcess) -> None:
+    """DESIGN's promise on the fast path: the database file, read by another connection
+    the moment each 200 arrives, already holds that event."""
+    with RawConnection(port_of(gateway)) as conn:
+        for _ in range(5):
+            event_id = fresh("committed")
+            conn.send(webhook(event_id))
+            accepted(conn.response(), event_id)
+            assert event_id in stored_keys(db_of(gateway))
+
+
 def test_connection_close_is_honoured(gateway: GatewayProcess) -> None:
     event_id = fresh("close")
     with RawConnection(port_of(gateway)) as conn:

@@ -26,7 +26,6 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +37,7 @@ from aiohttp.web_response import StreamResponse
 from gateway.metrics import Metrics
 from gateway.web.fast_path import FastPath
 from gateway.web.responses import error_response
+from gateway.web.wire import phrase
 
 log = logging.getLogger("gateway.connections")
 
@@ -158,8 +158,8 @@ class JsonErrorRequestHandler(RequestHandler):
         if status == 500:
             answer = error_response(status, "internal", "internal error")
         elif status > 500:  # aiohttp's 503/504 of its own (a handler timeout)
-            phrase = _phrase(status)
-            answer = error_response(status, phrase.lower().replace(" ", "_") or "error", phrase)
+            said = phrase(status)
+            answer = error_response(status, said.lower().replace(" ", "_") or "error", said)
         else:
             problem = type(exc).__name__ if exc is not None else "BadRequest"
             answer = error_response(
@@ -167,13 +167,6 @@ class JsonErrorRequestHandler(RequestHandler):
             )
         answer.force_close()  # as aiohttp's: the connection's framing cannot be trusted
         return answer
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 class _Guarded(asyncio.Protocol):

@@ -105,9 +105,8 @@ class WebhookConnection(asyncio.Protocol):
         self._remote: str | None = None
         self._buffer: bytes | bytearray = b""
         self._start = 0  # where, in the buffer, the request being read or served starts
-        self._body_start = 0
         self._head: RequestHead | None = None  # the request in flight
-        self._body_end = 0
+        self._body_end = 0  # where its body ends (with no request in flight: _start)
         self._body_waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle: _Quiet | None = None
@@ -186,8 +185,7 @@ class WebhookConnection(asyncio.Protocol):
             assert isinstance(head, RequestHead)
             self._cancel_idle()
             self._head = head
-            self._body_start = self._start + head.size
-            self._body_end = self._body_start + head.content_length
+            self._body_end = self._start + head.size + head.content_length
             self._task = self._loop.create_task(self._serve(head))
         self._flow()
 
@@ -255,7 +253,7 @@ class WebhookConnection(asyncio.Protocol):
                     await self._body_waiter
             finally:
                 self._body_waiter = None
-        body = self._buffer[self._body_start : self._body_end]
+        body = self._buffer[self._start + head.size : self._body_end]
         return body if isinstance(body, bytes) else bytes(body)
 
     def _consumed(self) -> None:
@@ -269,7 +267,7 @@ class WebhookConnection(asyncio.Protocol):
             self._buffer, self._start = buffer[end:], 0
         else:
             self._start = end
-        self._body_start = self._body_end = self._start
+        self._body_end = self._start
 
     def _truncated(self) -> None:
         waiter = self._body_waiter
@@ -283,12 +281,12 @@ class WebhookConnection(asyncio.Protocol):
         self._fast.closed(self)
         buffer = bytes(self._buffer[self._start :])
         self._buffer = b""
-        transport, self._transport = self._transport, None  # this protocol is done with it
+        transport = self._transport
         if transport is None or transport.is_closing():
+            self._transport = None
             return  # the connection is ending: aiohttp would start and stop on a dead one
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
+        self._resume_reading(transport)
+        self._transport = None  # this protocol is done with it
         self._hand_over_to(buffer)
 
     def _end(self, received: bool) -> None:
@@ -302,9 +300,7 @@ class WebhookConnection(asyncio.Protocol):
             return
         self._lingering = True
         self._buffer = b""
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
+        self._resume_reading(transport)
         if transport.can_write_eof():
             transport.write_eof()
         self._set_deadline(self._loop.call_later(LINGER, self._close))
@@ -344,11 +340,14 @@ class WebhookConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        if len(self._buffer) - self._body_end > MAX_HEAD:
-            if not self._reading_paused:
-                self._reading_paused = True
-                transport.pause_reading()
-        elif self._reading_paused:
+        if len(self._buffer) - self._body_end <= MAX_HEAD:
+            self._resume_reading(transport)
+        elif not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+
+    def _resume_reading(self, transport: asyncio.Transport) -> None:
+        if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
 

@@ -46,6 +46,11 @@ JSON = "application/json"
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
+def phrase(status: int) -> str:
+    """The reason phrase aiohttp writes for `status` ("" for a status it has none for)."""
+    return _PHRASES.get(status, "")
+
+
 def wire_head(
     length: int,
     keep_alive: bool,
